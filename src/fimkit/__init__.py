@@ -1,0 +1,33 @@
+"""fimkit: Fisher information, identifiability and optimal design with exact sensitivities.
+
+The public surface; see the documentation in ``docs/`` for each concept.
+"""
+
+__version__ = "0.1.0"
+
+from . import _jax as _jax  # float64 and the compilation cache, before anything else
+from . import errors as errors
+from . import examples as examples
+from .design import Bolus as Bolus
+from .design import Design as Design
+from .design import Group as Group
+from .design import Infusion as Infusion
+from .inference.intervals import DeltaResult as DeltaResult
+from .inference.intervals import Intervals as Intervals
+from .inference.intervals import PredictionBand as PredictionBand
+from .inference.intervals import delta_method as delta_method
+from .inference.intervals import prediction_variance as prediction_variance
+from .inference.intervals import wald_intervals as wald_intervals
+from .information.fim import Eigen as Eigen
+from .information.fim import FisherInformation as FisherInformation
+from .information.fim import fisher_information as fisher_information
+from .models.analytic import AnalyticModel as AnalyticModel
+from .models.base import AbstractModel as AbstractModel
+from .models.ode import ODEModel as ODEModel
+from .noise import Combined as Combined
+from .noise import Gaussian as Gaussian
+from .noise import NoiseModel as NoiseModel
+from .noise import Proportional as Proportional
+from .prediction import Prediction as Prediction
+from .prediction import predict as predict
+from .prediction import sensitivities as sensitivities

@@ -1,0 +1,43 @@
+"""JAX set-up shared by the whole package: float64 always, and a persistent compilation cache.
+
+The cache lives in the user's cache directory (``$XDG_CACHE_HOME/fimkit/jax`` or
+``~/.cache/fimkit/jax``). ``FIMKIT_CACHE_DIR`` overrides the location; setting it to the empty string
+disables the persistent cache. With the cache on, a second process that builds the same model and
+design finds the compiled program on disk instead of compiling it again.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+
+def cache_dir() -> Path | None:
+    """The directory of the persistent compilation cache, or ``None`` when it is disabled."""
+    override = os.environ.get("FIMKIT_CACHE_DIR")
+    if override is not None:
+        return Path(override).expanduser() if override.strip() else None
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "fimkit" / "jax"
+
+
+def _enable_cache() -> None:
+    path = cache_dir()
+    if path is None:
+        return
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        # A read-only home must not stop the package from working; it only loses the cache.
+        return
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    # Cache every program, however quick to compile: fimkit's programs are many and small.
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+
+
+_enable_cache()

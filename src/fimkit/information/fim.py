@@ -1,0 +1,400 @@
+"""The expected Fisher information of a design, and the result object everything else reads.
+
+For Gaussian observations y ~ N(μ(θ), Σ(θ)) with diagonal Σ the information is exact and closed-form:
+
+    I_ij = ∂_i μᵀ Σ⁻¹ ∂_j μ + ½ tr(Σ⁻¹ ∂_i Σ Σ⁻¹ ∂_j Σ),
+
+with ∂μ/∂θ and ∂Σ/∂θ from forward-mode automatic differentiation through the model (and the ODE
+solve). With Σ = σ²I fixed it is (1/σ²) Σ_k ∇h(t_k) ∇h(t_k)ᵀ. Each group of n subjects contributes n
+times the information of one subject; independent experiments add.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..errors import FimkitError, IdentifiabilityWarning, ParameterError, SingularFIMError, describe
+from ..prediction import Setup
+
+SCALES = ("lin", "log")
+# Default relative tolerance for the numerical rank: eigenvalues below DEFAULT_RTOL × the largest
+# count as zero. Sensitivities from a solve at rtol 1e-8 leave a noise floor near 1e-16..1e-14 ×
+# the largest eigenvalue (see docs/fisher_information.md); real sloppy directions of biological
+# models reach 1e-12, so the default sits between the two. Pass `rtol=` to change it.
+DEFAULT_RTOL = 1e-13
+
+
+def _check_scale(scale: Any, argument: str = "scale") -> str:
+    if scale not in SCALES:
+        raise FimkitError(
+            f"The '{argument}' argument must be 'lin' or 'log' (natural log). Got {describe(scale)}."
+        )
+    return scale
+
+
+def _check_rtol(rtol: Any) -> float:
+    if rtol is None:
+        return DEFAULT_RTOL
+    if isinstance(rtol, bool) or not isinstance(rtol, int | float) or not 0 < rtol < 1:
+        raise FimkitError(f"The 'rtol' argument must be a number in (0, 1). Got {describe(rtol)}.")
+    return float(rtol)
+
+
+def format_direction(vector: np.ndarray, names: Sequence[str], digits: int = 3) -> str:
+    """A direction in parameter space in words: '0.577·CL + 0.577·V + 0.577·D'."""
+    v = np.asarray(vector, dtype=float)
+    k = int(np.argmax(np.abs(v)))
+    v = v * np.sign(v[k]) if v[k] != 0 else v
+    terms = []
+    for n, c in zip(names, v, strict=True):
+        if abs(c) >= 10 ** (-digits) * np.max(np.abs(v)):
+            terms.append(f"{'-' if c < 0 else '+'} {abs(c):.{digits}g}·{n}")
+    text = " ".join(terms)
+    return text[2:] if text.startswith("+ ") else "-" + text[2:]
+
+
+class Eigen(NamedTuple):
+    """Eigen-decomposition of a Fisher information: `values` ascending, `vectors` as columns."""
+
+    values: np.ndarray
+    vectors: np.ndarray
+    names: tuple[str, ...]
+
+
+@dataclass(frozen=True, eq=False)
+class FisherInformation:
+    """A Fisher information matrix with its parameter names, the point and scale it was computed at.
+
+    **Fields:**
+    - `matrix`: the (p, p) information, on `scale`.
+    - `names`: parameter names, in matrix order.
+    - `theta`: the parameter values (always on the linear scale).
+    - `scale`: ``"lin"`` (information about θ) or ``"log"`` (about log θ).
+    - `provenance`: how it was computed (model, design, noise, solver, fimkit version).
+    """
+
+    matrix: np.ndarray
+    names: tuple[str, ...]
+    theta: np.ndarray
+    scale: str = "lin"
+    provenance: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        m = np.array(self.matrix, dtype=np.float64)
+        names = tuple(self.names)
+        if m.ndim != 2 or m.shape != (len(names), len(names)):
+            raise FimkitError(
+                f"The 'matrix' of FisherInformation must be square with one row per name "
+                f"({len(names)}). Got shape {m.shape}."
+            )
+        if not np.all(np.isfinite(m)):
+            raise FimkitError("The 'matrix' of FisherInformation must be finite. Got NaN or inf.")
+        m = 0.5 * (m + m.T)
+        m.setflags(write=False)
+        th = np.array(self.theta, dtype=np.float64).reshape(-1)
+        if th.size != len(names):
+            raise FimkitError(
+                f"The 'theta' of FisherInformation must have {len(names)} values. Got {th.size}."
+            )
+        th.setflags(write=False)
+        object.__setattr__(self, "matrix", m)
+        object.__setattr__(self, "names", names)
+        object.__setattr__(self, "theta", th)
+        object.__setattr__(self, "scale", _check_scale(self.scale))
+        object.__setattr__(self, "provenance", dict(self.provenance))
+
+    # -- names ---------------------------------------------------------------------------------------
+    def _indices(self, names: Any, argument: str) -> list[int]:
+        if isinstance(names, str):
+            names = [names]
+        names = list(names)
+        unknown = [n for n in names if n not in self.names]
+        if unknown or not names:
+            raise ParameterError(
+                f"The '{argument}' argument must name parameters of this information "
+                f"{list(self.names)}. Got {names}."
+            )
+        if len(set(names)) != len(names):
+            raise ParameterError(f"The '{argument}' argument has duplicate names: {names}.")
+        return [self.names.index(n) for n in names]
+
+    @property
+    def size(self) -> int:
+        return len(self.names)
+
+    # -- spectrum, rank, null space ------------------------------------------------------------------
+    def eigen(self) -> Eigen:
+        """Eigenvalues (ascending) and eigenvectors (columns) of the matrix."""
+        w, v = np.linalg.eigh(self.matrix)
+        return Eigen(w, v, self.names)
+
+    def _tolerance(self, rtol: float) -> float:
+        w = np.linalg.eigvalsh(self.matrix)
+        return rtol * max(float(np.max(np.abs(w))), np.finfo(float).tiny)
+
+    def rank(self, rtol: float | None = None) -> int:
+        """Numerical rank: eigenvalues above `rtol` × the largest (default `DEFAULT_RTOL`)."""
+        rtol = _check_rtol(rtol)
+        w = np.linalg.eigvalsh(self.matrix)
+        return int(np.sum(w > self._tolerance(rtol)))
+
+    def null_space(self, rtol: float | None = None) -> np.ndarray:
+        """Orthonormal basis (columns) of the directions whose eigenvalue is below the tolerance.
+
+        Each column is signed so that its largest component is positive.
+        """
+        rtol = _check_rtol(rtol)
+        w, v = np.linalg.eigh(self.matrix)
+        basis = v[:, w <= self._tolerance(rtol)]
+        for j in range(basis.shape[1]):
+            k = int(np.argmax(np.abs(basis[:, j])))
+            basis[:, j] *= np.sign(basis[k, j])
+        return basis
+
+    # -- inverse and what follows --------------------------------------------------------------------
+    def cov(self, *, pinv: bool = False, rtol: float | None = None) -> np.ndarray:
+        """The Cramér–Rao bound on the covariance: the inverse of the matrix.
+
+        A singular information raises `SingularFIMError` naming the null directions; pass
+        ``pinv=True`` to get the Moore–Penrose pseudo-inverse instead (it bounds only the identifiable
+        combinations, not the parameters).
+        """
+        rtol = _check_rtol(rtol)
+        w, v = np.linalg.eigh(self.matrix)
+        tol = self._tolerance(rtol)
+        keep = w > tol
+        if not keep.all() and not pinv:
+            null = v[:, ~keep]
+            dirs = "; ".join(format_direction(null[:, j], self.names) for j in range(null.shape[1]))
+            raise SingularFIMError(
+                f"The Fisher information is singular (rank {int(keep.sum())} of {self.size}, "
+                f"eigenvalues below {tol:.3g} = rtol {rtol:g} × the largest): the data cannot "
+                f"determine the direction(s) [{dirs}] on the {self.scale} scale. Fix or drop a "
+                "parameter along it (FisherInformation.select), add an experiment that informs it, "
+                "or ask for the pseudo-inverse explicitly with cov(pinv=True).",
+                null_directions=null,
+            )
+        if keep.all() and w[0] < 1e3 * tol:
+            warnings.warn(
+                f"The Fisher information is nearly singular (condition number {w[-1] / w[0]:.3g}); "
+                "its inverse is dominated by the direction "
+                f"{format_direction(v[:, 0], self.names)}.",
+                IdentifiabilityWarning,
+                stacklevel=2,
+            )
+        inv = (v[:, keep] / w[keep]) @ v[:, keep].T
+        return 0.5 * (inv + inv.T)
+
+    def standard_errors(self) -> dict[str, float]:
+        """Lower bounds on the standard errors, sqrt([I⁻¹]_jj), on this information's scale."""
+        return dict(zip(self.names, np.sqrt(np.diag(self.cov())).tolist(), strict=True))
+
+    def rse(self) -> dict[str, float]:
+        """Relative standard errors in percent: SE(θ_j)/|θ_j| × 100 (first order).
+
+        On the log scale this is SE(log θ_j) × 100, the same quantity to first order.
+        """
+        se = np.sqrt(np.diag(self.cov()))
+        rel = se if self.scale == "log" else se / np.abs(self.theta)
+        return dict(zip(self.names, (100 * rel).tolist(), strict=True))
+
+    def correlation(self) -> np.ndarray:
+        """Correlation matrix of the Cramér–Rao covariance."""
+        c = self.cov()
+        d = np.sqrt(np.diag(c))
+        return c / np.outer(d, d)
+
+    def crlb(self, name: str) -> float:
+        """The Cramér–Rao lower bound on the variance of an unbiased estimator of `name`."""
+        (j,) = self._indices([name], "name")
+        return float(self.cov()[j, j])
+
+    def conf_int(self, alpha: float = 0.05):
+        """Wald intervals θ̂ ± z·sqrt([I⁻¹]_jj); see `fimkit.wald_intervals`."""
+        from ..inference.intervals import wald_intervals
+
+        return wald_intervals(self, alpha=alpha)
+
+    # -- sub-problems ---------------------------------------------------------------------------------
+    def select(self, names: Sequence[str]) -> FisherInformation:
+        """The information about `names` when every other parameter is known (a sub-matrix)."""
+        idx = self._indices(names, "names")
+        return self._derived(self.matrix[np.ix_(idx, idx)], idx, "select")
+
+    def marginal(self, names: Sequence[str]) -> FisherInformation:
+        """The information left for `names` when the other parameters are estimated too.
+
+        The Schur complement I_aa − I_ab I_bb⁻¹ I_ba: its inverse is the `names` block of the full
+        inverse, so estimating nuisance parameters can only widen the bounds of the others.
+        """
+        idx = self._indices(names, "names")
+        rest = [i for i in range(self.size) if i not in idx]
+        m = self.matrix[np.ix_(idx, idx)]
+        if rest:
+            nuisance = self.select([self.names[i] for i in rest])
+            try:
+                inv = nuisance.cov()
+            except SingularFIMError as exc:
+                raise SingularFIMError(
+                    "Cannot take the marginal information: the information about the nuisance "
+                    f"parameters {[self.names[i] for i in rest]} is singular. {exc}",
+                    exc.null_directions,
+                ) from exc
+            b = self.matrix[np.ix_(idx, rest)]
+            m = m - b @ inv @ b.T
+        return self._derived(m, idx, "marginal")
+
+    def _derived(self, m: np.ndarray, idx: list[int], how: str) -> FisherInformation:
+        prov = dict(self.provenance)
+        prov["derived"] = [*prov.get("derived", []), f"{how}({[self.names[i] for i in idx]})"]
+        return FisherInformation(m, [self.names[i] for i in idx], self.theta[idx], self.scale, prov)
+
+    def to_scale(self, scale: str) -> FisherInformation:
+        """The same information on another scale, by the Jacobian: I_log = D I_lin D, D = diag(θ)."""
+        scale = _check_scale(scale)
+        if scale == self.scale:
+            return self
+        if np.any(self.theta <= 0):
+            bad = {n: float(t) for n, t in zip(self.names, self.theta, strict=True) if t <= 0}
+            raise ParameterError(
+                f"Converting a Fisher information to the log scale needs positive parameters. Got {bad}."
+            )
+        d = self.theta if scale == "log" else 1.0 / self.theta
+        m = self.matrix * np.outer(d, d)
+        prov = dict(self.provenance)
+        prov["derived"] = [*prov.get("derived", []), f"to_scale({scale!r})"]
+        return FisherInformation(m, self.names, self.theta, scale, prov)
+
+    def __add__(self, other: Any) -> FisherInformation:
+        if not isinstance(other, FisherInformation):
+            return NotImplemented
+        if other.names != self.names:
+            raise ParameterError(
+                "Only informations about the same parameters add. Got names "
+                f"{list(self.names)} and {list(other.names)}."
+            )
+        if other.scale != self.scale:
+            other = other.to_scale(self.scale)
+        if not np.allclose(other.theta, self.theta, rtol=1e-10, atol=0.0):
+            raise ParameterError(
+                "Only informations at the same parameter values add. Got theta "
+                f"{self.theta.tolist()} and {other.theta.tolist()}."
+            )
+        prov = {"sum_of": [self.provenance, other.provenance]}
+        return FisherInformation(
+            self.matrix + other.matrix, self.names, self.theta, self.scale, prov
+        )
+
+    def __radd__(self, other: Any) -> FisherInformation:
+        if isinstance(other, int) and other == 0:  # sum([F1, F2, ...])
+            return self
+        return NotImplemented
+
+    # -- presentation --------------------------------------------------------------------------------
+    def summary(self, alpha: float = 0.05):
+        """A table of estimates, standard errors, RSE and Wald intervals, with the spectrum."""
+        from ..report.tables import fim_summary
+
+        return fim_summary(self, alpha=alpha)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain Python data (JSON-serialisable)."""
+        return {
+            "names": list(self.names),
+            "theta": self.theta.tolist(),
+            "scale": self.scale,
+            "matrix": self.matrix.tolist(),
+            "eigenvalues": np.linalg.eigvalsh(self.matrix).tolist(),
+            "rank": self.rank(),
+            "provenance": _jsonable(self.provenance),
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"FisherInformation(names={list(self.names)}, scale={self.scale!r}, "
+            f"rank={self.rank()}/{self.size})"
+        )
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, Mapping):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, float | int | str | bool) or x is None:
+        return x
+    return str(x)
+
+
+def _fim_program(setup: Setup):
+    weights = jnp.asarray(setup.weights())
+
+    def run(theta, times, dose_values):
+        def f(th):
+            mu, var, status = setup.mean_and_variance(th, times, dose_values)
+            return jnp.concatenate([mu, var]), (var, status)
+
+        jac, (var, status) = jax.jacfwd(f, has_aux=True)(theta)
+        n = var.shape[0]
+        S, G = jac[:n], jac[n:]
+        mean_term = S.T @ (S * (weights / var)[:, None])
+        var_term = 0.5 * G.T @ (G * (weights / var**2)[:, None])
+        return mean_term + var_term, var, status
+
+    return run
+
+
+def fisher_information(
+    model: Any, theta: Any, design: Any, *, noise: Any, scale: str = "lin"
+) -> FisherInformation:
+    """The expected Fisher information of `design` about the parameters of `model` at `theta`.
+
+    **Arguments:**
+    - `model`: an `AnalyticModel` or `ODEModel`.
+    - `theta`: a dict keyed by parameter name, or a vector in parameter order (the model's
+      parameters, then noise parameters the model does not have). Always linear-scale values.
+    - `design`: a `Design` (or a `Group`, or a list of times).
+    - `noise`: a noise model (`Gaussian`, `Proportional`, `Combined`); a number means additive σ.
+    - `scale`: ``"lin"`` for information about θ, ``"log"`` about log θ.
+
+    **Returns:** a `FisherInformation`.
+    """
+    scale = _check_scale(scale)
+    setup = Setup.build(model, design, noise)
+    th = setup.theta(theta, positive=(scale == "log"))
+    program = setup.compiled("fim", _fim_program)
+    matrix, var, status = program(th, setup.times(), setup.dose_values)
+    setup.check_status(status, th)
+    setup.check_variance(var)
+    matrix = np.asarray(matrix)
+    if not np.all(np.isfinite(matrix)):
+        raise FimkitError(
+            "The Fisher information is not finite at theta="
+            f"{dict(zip(setup.names, th.tolist(), strict=True))}: the sensitivities overflowed. "
+            "Check the parameter values, or tighten the solver tolerances."
+        )
+    from .. import __version__
+
+    provenance = {
+        "model": setup.model.name,
+        "model_type": type(setup.model).__name__,
+        "noise": str(setup.noise),
+        "design": setup.design.describe(),
+        "method": "exact (Gaussian, forward-mode AD)",
+        "fimkit": __version__,
+        **setup.model._solver_info(),
+    }
+    F = FisherInformation(matrix, setup.names, th, "lin", provenance)
+    return F.to_scale(scale)
+
+
+__all__ = ["DEFAULT_RTOL", "Eigen", "FisherInformation", "fisher_information", "format_direction"]

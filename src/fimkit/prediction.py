@@ -1,0 +1,278 @@
+"""The one map everything is built on: (model, θ, design) → predictions μ(θ) and variances Σ(θ).
+
+`predict` is the public face. Internally, `Setup` validates a (model, design, noise) triple once and
+`Setup.compiled(kind)` returns a jitted program keyed on the static structure (parameter names, the
+number of times per group, measured outputs, dose schedule), with θ, the sampling times and numeric
+dose amounts as traced inputs: changing their values never recompiles.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .design import Design, as_design
+from .errors import DesignError, ModelError, NoiseError, SolverError, describe
+from .models.base import (
+    STATUS_ADVICE,
+    STATUS_MESSAGES,
+    STATUS_OK,
+    AbstractModel,
+    resolve_theta,
+)
+from .noise import NoiseModel, as_noise
+
+
+def _check_model(model: Any) -> AbstractModel:
+    if not isinstance(model, AbstractModel):
+        raise ModelError(
+            "The 'model' argument must be a fimkit model (AnalyticModel, ODEModel, ...). "
+            f"Got {describe(model)}."
+        )
+    return model
+
+
+def parameter_names(model: AbstractModel, noise: NoiseModel | None) -> tuple[str, ...]:
+    """The model's parameters followed by the noise parameters the model does not have."""
+    names = list(model.params)
+    if noise is not None:
+        names += [n for n in noise.param_names if n not in names]
+    return tuple(names)
+
+
+@dataclass(frozen=True, eq=False)
+class Setup:
+    """A validated (model, design, noise) triple and its static structure."""
+
+    model: AbstractModel
+    design: Design
+    noise: NoiseModel | None
+    names: tuple[str, ...]
+    output_index: tuple[tuple[int, ...], ...]
+    schedules: tuple[Any, ...]
+    dose_values: tuple[np.ndarray, ...]
+
+    @classmethod
+    def build(cls, model: Any, design: Any, noise: Any = None, *, need_noise: bool = True) -> Setup:
+        model = _check_model(model)
+        design = as_design(design)
+        noise = as_noise(noise) if (need_noise or noise is not None) else None
+        if noise is not None:
+            noise.validate(model.outputs)
+        names = parameter_names(model, noise)
+        output_index, schedules, dose_values = [], [], []
+        for gi, g in enumerate(design.groups):
+            outs = model.outputs if g.outputs is None else g.outputs
+            unknown = [o for o in outs if o not in model.outputs]
+            if unknown:
+                raise DesignError(
+                    f"The design's 'outputs' (group {gi}) names unknown outputs {unknown}; the "
+                    f"model's outputs are {list(model.outputs)}."
+                )
+            output_index.append(tuple(model.outputs.index(o) for o in outs))
+            if g.doses and not model.supports_doses:
+                raise DesignError(
+                    f"The design (group {gi}) has doses, but {model.name!r} is a "
+                    f"{type(model).__name__}, which takes no doses; write the dose into the model "
+                    f"or use an ODEModel. Got doses={list(g.doses)}."
+                )
+            t0 = getattr(model, "t0", 0.0)
+            early = g.times[g.times < t0]
+            if early.size:
+                raise DesignError(
+                    f"The design's 'times' (group {gi}) must be >= the model's t0={t0}. "
+                    f"Got {early.tolist()}."
+                )
+            if model.supports_doses:
+                from .models.ode import build_schedule
+
+                sched, values = build_schedule(model, g, names)
+            else:
+                sched, values = None, np.zeros(0)
+            schedules.append(sched)
+            dose_values.append(values)
+        return cls(
+            model, design, noise, names, tuple(output_index), tuple(schedules), tuple(dose_values)
+        )
+
+    @property
+    def groups(self):
+        return self.design.groups
+
+    def output_names(self, gi: int) -> tuple[str, ...]:
+        return tuple(self.model.outputs[i] for i in self.output_index[gi])
+
+    def theta(self, theta: Any, *, positive: bool = False) -> np.ndarray:
+        return resolve_theta(self.names, theta, positive=positive)
+
+    def times(self) -> tuple[np.ndarray, ...]:
+        return tuple(g.times for g in self.groups)
+
+    # -- the pure map ---------------------------------------------------------------------------
+    def mean_and_variance(self, theta, times, dose_values):
+        """Flattened predictions and variances over groups (time-major, then output), statuses."""
+        p = dict(zip(self.names, theta, strict=True))
+        mus, vs, statuses = [], [], []
+        for gi in range(len(self.groups)):
+            sched = self.schedules[gi]
+            schedule = None if sched is None else (sched, dose_values[gi])
+            ys, status = self.model._simulate(p, times[gi], schedule)
+            f = ys[:, jnp.asarray(self.output_index[gi])]
+            mus.append(f.reshape(-1))
+            if self.noise is not None:
+                vs.append(self.noise.variance(f, p, self.output_names(gi)).reshape(-1))
+            statuses.append(status)
+        mu = jnp.concatenate(mus)
+        var = jnp.concatenate(vs) if vs else jnp.zeros_like(mu)
+        return mu, var, jnp.stack(statuses)
+
+    def compiled(self, kind: str, builder: Callable[[Setup], Callable]) -> Callable:
+        """A jitted program for this structure, cached on the model instance."""
+        key = (
+            kind,
+            self.names,
+            self.noise,
+            tuple(
+                (g.times.size, self.output_index[i], self.schedules[i], self.dose_values[i].size)
+                for i, g in enumerate(self.groups)
+            ),
+        )
+        cache = self.model._cache
+        if key not in cache:
+            cache[key] = jax.jit(builder(self))
+        return cache[key]
+
+    # -- host-side checks of what compiled code returns ---------------------------------------------
+    def check_status(self, statuses: Any, theta: np.ndarray) -> None:
+        statuses = np.asarray(statuses)
+        for gi, s in enumerate(statuses.tolist()):
+            if s != STATUS_OK:
+                g = self.groups[gi]
+                info = self.model._solver_info()
+                raise SolverError(
+                    f"Simulating {self.model.name!r} failed for design group {gi} (times "
+                    f"{g.times.min():g} to {g.times.max():g}): {STATUS_MESSAGES[s]}, at theta="
+                    f"{dict(zip(self.names, theta.tolist(), strict=True))}"
+                    f"{' with ' + str(info) if info else ''}. {STATUS_ADVICE[s]}"
+                )
+
+    def check_variance(self, var: Any) -> None:
+        var = np.asarray(var)
+        bad = ~(np.isfinite(var) & (var > 0))
+        if bad.any():
+            k = int(np.flatnonzero(bad)[0])
+            gi, t, out = self.locate(k)
+            raise NoiseError(
+                f"The noise model {self.noise} gives a variance of {var[k]!r} for output {out!r} at "
+                f"time {t:g} (design group {gi}); variances must be finite and > 0. A proportional "
+                "error vanishes where the prediction is 0: do not sample there, or use Combined."
+            )
+
+    def locate(self, k: int) -> tuple[int, float, str]:
+        """(group, time, output) of entry k of the flattened observation vector."""
+        for gi, g in enumerate(self.groups):
+            n_out = len(self.output_index[gi])
+            size = g.times.size * n_out
+            if k < size:
+                return gi, float(g.times[k // n_out]), self.output_names(gi)[k % n_out]
+            k -= size
+        raise IndexError(k)
+
+    def weights(self) -> np.ndarray:
+        """Number of subjects behind each flattened observation."""
+        return np.concatenate(
+            [
+                np.full(g.times.size * len(self.output_index[i]), g.n)
+                for i, g in enumerate(self.groups)
+            ]
+        ).astype(np.float64)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Model predictions for each design group: `values[g]` has shape (n_times, n_outputs)."""
+
+    times: tuple[np.ndarray, ...]
+    outputs: tuple[tuple[str, ...], ...]
+    values: tuple[np.ndarray, ...]
+
+    def __getitem__(self, output: str) -> np.ndarray:
+        """The predictions of one output in a single-group design."""
+        if len(self.values) != 1:
+            raise DesignError(
+                f"Prediction[{output!r}] needs a single-group design; this one has "
+                f"{len(self.values)} groups: use .values[g]."
+            )
+        if output not in self.outputs[0]:
+            raise DesignError(
+                f"Unknown output {output!r}; the outputs are {list(self.outputs[0])}."
+            )
+        return self.values[0][:, self.outputs[0].index(output)]
+
+
+def _predict_program(setup: Setup):
+    def run(theta, times, dose_values):
+        mu, _, status = setup.mean_and_variance(theta, times, dose_values)
+        return mu, status
+
+    return run
+
+
+def predict(model: AbstractModel, theta: Any, design: Any) -> Prediction:
+    """Predicted outputs of `model` at parameters `theta` for every group of `design`.
+
+    **Arguments:**
+    - `model`: an `AnalyticModel` or `ODEModel`.
+    - `theta`: a dict keyed by parameter name, or a vector in `model.params` order.
+    - `design`: a `Design`, a `Group`, or a list of sampling times.
+
+    **Returns:** a `Prediction`; ``pred["C"]`` gives one output of a single-group design.
+    """
+    setup = Setup.build(model, design, None, need_noise=False)
+    th = setup.theta(theta)
+    mu, status = setup.compiled("predict", _predict_program)(th, setup.times(), setup.dose_values)
+    setup.check_status(status, th)
+    mu = np.asarray(mu)
+    values, start = [], 0
+    for gi, g in enumerate(setup.groups):
+        n_out = len(setup.output_index[gi])
+        values.append(mu[start : start + g.times.size * n_out].reshape(g.times.size, n_out))
+        start += g.times.size * n_out
+    return Prediction(
+        setup.times(), tuple(setup.output_names(i) for i in range(len(setup.groups))), tuple(values)
+    )
+
+
+def sensitivities(model: AbstractModel, theta: Any, design: Any) -> np.ndarray:
+    """∂μ/∂θ by forward-mode automatic differentiation: shape (n_observations, n_params).
+
+    Rows run over groups, then times, then measured outputs (the order of the flattened
+    predictions); columns follow `model.params`.
+    """
+    setup = Setup.build(model, design, None, need_noise=False)
+    th = setup.theta(theta)
+    jac = setup.compiled("sensitivities", _sensitivity_program)(
+        th, setup.times(), setup.dose_values
+    )
+    S, status = jac
+    setup.check_status(status, th)
+    return np.asarray(S)
+
+
+def _sensitivity_program(setup: Setup):
+    def run(theta, times, dose_values):
+        def f(th):
+            mu, _, status = setup.mean_and_variance(th, times, dose_values)
+            return mu, status
+
+        return jax.jacfwd(f, has_aux=True)(theta)
+
+    return run
+
+
+__all__ = ["Prediction", "Setup", "parameter_names", "predict", "sensitivities"]
