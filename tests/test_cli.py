@@ -1,0 +1,61 @@
+"""The command line: `fimkit demo` and `fimkit --version`."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+from typer.testing import CliRunner
+
+import fimkit as fk
+from fimkit.cli import app
+from tests.results import references as ref
+
+runner = CliRunner()
+
+
+def test_version():
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert fk.__version__ in result.output
+
+
+def test_demo_reports_null_direction_and_half_life(tmp_path):
+    out = tmp_path / "demo.json"
+    result = runner.invoke(app, ["demo", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "Not identifiable" in result.output
+    assert "0.577·CL + 0.577·V + 0.577·D" in result.output
+    assert "Half-life" in result.output
+    payload = json.loads(out.read_text())
+    assert payload["full"]["rank"] == 2
+    np.testing.assert_allclose(
+        payload["d_known"]["eigenvalues"], ref.PK_BOLUS_D_KNOWN_EIGENVALUES, rtol=1e-8
+    )
+    np.testing.assert_allclose(payload["half_life"]["value"], 5 * np.log(2), rtol=1e-12)
+
+
+def test_example_command():
+    result = runner.invoke(app, ["example", "rooney_biegler", "--scale", "lin"])
+    assert result.exit_code == 0, result.output
+    assert "Wald" in result.output
+
+
+def test_persistent_cache_is_written_and_can_be_disabled(tmp_path):
+    code = (
+        "import fimkit as fk; ex = fk.examples.rooney_biegler(); "
+        "fk.fisher_information(ex.model, ex.theta, ex.design, noise=ex.noise)"
+    )
+    cache = tmp_path / "cache"
+    env = {**os.environ, "FIMKIT_CACHE_DIR": str(cache)}
+    subprocess.run([sys.executable, "-c", code], env=env, check=True)
+    assert cache.is_dir() and any(cache.iterdir())
+    env["FIMKIT_CACHE_DIR"] = ""
+    probe = (
+        "import fimkit._jax as j, jax; print(j.cache_dir(), jax.config.jax_compilation_cache_dir)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], env=env, check=True, capture_output=True, text=True
+    )
+    assert out.stdout.split()[0] == "None"

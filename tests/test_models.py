@@ -1,0 +1,180 @@
+"""Models and sensitivities against closed forms and finite differences."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import fimkit as fk
+
+
+def test_oral_absorption_ode_and_closed_form_give_the_same_fim():
+    closed, ode = fk.examples.pk_oral(), fk.examples.pk_oral_ode()
+    for scale in ("lin", "log"):
+        F1 = fk.fisher_information(
+            closed.model, closed.theta, closed.design, noise=closed.noise, scale=scale
+        )
+        F2 = fk.fisher_information(ode.model, ode.theta, ode.design, noise=ode.noise, scale=scale)
+        np.testing.assert_allclose(F2.matrix, F1.matrix, rtol=1e-6)
+
+
+def test_stiff_absorption_with_implicit_solver_matches_closed_form():
+    # ka = 500 against k = 0.2: a stiff system (time scales 2e-3 and 5).
+    theta = {"ka": 500.0, "CL": 2.0, "V": 10.0}
+
+    def bateman(t, p):
+        k = p["CL"] / p["V"]
+        return (
+            100.0 * p["ka"] / (p["V"] * (p["ka"] - k)) * (jnp.exp(-k * t) - jnp.exp(-p["ka"] * t))
+        )
+
+    closed = fk.AnalyticModel(bateman, params=["ka", "CL", "V"], outputs=["C"])
+    ode = fk.ODEModel(
+        lambda t, y, p: [-p["ka"] * y[0], p["ka"] * y[0] - p["CL"] / p["V"] * y[1]],
+        [0.0, 0.0],
+        lambda t, y, p: y[1] / p["V"],
+        params=["ka", "CL", "V"],
+        states=["gut", "central"],
+        outputs=["C"],
+        solver="kvaerno5",
+        rtol=1e-10,
+        atol=1e-12,
+    )
+    times = [0.005, 0.01, 0.5, 2.0, 6.0, 12.0]
+    nz = fk.Gaussian(sigma=0.1)
+    F1 = fk.fisher_information(closed, theta, times, noise=nz, scale="log")
+    F2 = fk.fisher_information(
+        ode,
+        theta,
+        fk.Design(times=times, doses=[fk.Bolus(0.0, 100.0, "gut")]),
+        noise=nz,
+        scale="log",
+    )
+    np.testing.assert_allclose(F2.matrix, F1.matrix, rtol=1e-5)
+
+
+def _one_compartment(**options):
+    return fk.ODEModel(
+        lambda t, y, p: [-p["CL"] / p["V"] * y[0]],
+        [0.0],
+        lambda t, y, p: y[0] / p["V"],
+        params=["CL", "V"],
+        states=["A"],
+        outputs=["C"],
+        rtol=1e-11,
+        atol=1e-13,
+        **options,
+    )
+
+
+def test_infusion_and_later_bolus_match_superposition():
+    model = _one_compartment()
+    p = {"CL": 2.0, "V": 10.0}
+    k = p["CL"] / p["V"]
+    times = np.array([0.5, 1.0, 2.0, 3.0, 5.0, 6.0, 8.0, 12.0])
+    design = fk.Design(
+        times=times,
+        doses=[fk.Infusion(0.0, 2.0, "A", amount=100.0), fk.Bolus(6.0, 50.0, "A")],
+    )
+    rate = 50.0
+    during = rate / p["CL"] * (1 - np.exp(-k * np.minimum(times, 2.0)))
+    after = np.where(times > 2.0, np.exp(-k * (times - 2.0)), 1.0)
+    expected = during * after + np.where(
+        times >= 6.0, 50.0 / p["V"] * np.exp(-k * (times - 6.0)), 0
+    )
+    np.testing.assert_allclose(fk.predict(model, p, design)["C"], expected, rtol=1e-8)
+
+
+def test_observation_at_a_bolus_time_sees_the_dose():
+    model = _one_compartment()
+    design = fk.Design(
+        times=[0.0, 4.0], doses=[fk.Bolus(0.0, 100.0, "A"), fk.Bolus(4.0, 100.0, "A")]
+    )
+    c = fk.predict(model, {"CL": 2.0, "V": 10.0}, design)["C"]
+    np.testing.assert_allclose(c, [10.0, 10.0 + 10.0 * np.exp(-0.8)], rtol=1e-9)
+
+
+def test_unsorted_and_repeated_times_keep_their_order():
+    model = _one_compartment()
+    design = fk.Design(times=[8.0, 1.0, 4.0, 1.0], doses=[fk.Bolus(0.0, 100.0, "A")])
+    c = fk.predict(model, {"CL": 2.0, "V": 10.0}, design)["C"]
+    np.testing.assert_allclose(c, 10.0 * np.exp(-0.2 * np.array([8.0, 1.0, 4.0, 1.0])), rtol=1e-9)
+
+
+def test_dose_amount_as_parameter_has_exact_sensitivity():
+    model = fk.ODEModel(
+        lambda t, y, p: [-p["k"] * y[0]],
+        [0.0],
+        lambda t, y, p: y[0],
+        params=["k", "D"],
+        states=["A"],
+        outputs=["A"],
+        rtol=1e-11,
+        atol=1e-13,
+    )
+    t = np.array([1.0, 2.0, 5.0])
+    S = fk.sensitivities(
+        model, {"k": 0.3, "D": 7.0}, fk.Design(times=t, doses=[fk.Bolus(0.0, "D", "A")])
+    )
+    np.testing.assert_allclose(S[:, 0], -t * 7.0 * np.exp(-0.3 * t), rtol=1e-8)
+    np.testing.assert_allclose(S[:, 1], np.exp(-0.3 * t), rtol=1e-8)
+
+
+def test_initial_condition_depending_on_parameters():
+    model = fk.ODEModel(
+        lambda t, y, p: [-p["k"] * y[0]],
+        lambda p: [p["y0"]],
+        lambda t, y, p: y[0],
+        params=["k", "y0"],
+        states=["y"],
+        outputs=["y"],
+        rtol=1e-11,
+        atol=1e-13,
+    )
+    t = np.array([0.5, 1.0, 3.0])
+    S = fk.sensitivities(model, {"k": 0.5, "y0": 2.0}, t)
+    np.testing.assert_allclose(S[:, 0], -t * 2.0 * np.exp(-0.5 * t), rtol=1e-8)
+    np.testing.assert_allclose(S[:, 1], np.exp(-0.5 * t), rtol=1e-8)
+
+
+def test_two_compartment_example_runs_with_infusion_and_bolus():
+    ex = fk.examples.pk_two_compartment()
+    F = fk.fisher_information(ex.model, ex.theta, ex.design, noise=ex.noise, scale="log")
+    assert F.rank() == 4
+    np.testing.assert_allclose(F.matrix, F.matrix.T, rtol=0, atol=0)
+
+
+@pytest.fixture(scope="module")
+def tight_cascade():
+    return fk.examples.kinase_cascade(solver="dopri8", rtol=1e-12, atol=1e-14)
+
+
+def test_cascade_sensitivities_match_central_finite_differences(tight_cascade):
+    ex = tight_cascade
+    theta = np.array(list(ex.theta.values()))
+    S = fk.sensitivities(ex.model, theta, ex.design)
+    assert S.shape == (80, 8)  # 40 times × 2 outputs, 8 parameters
+    fd = np.empty_like(S)
+    for j in range(8):
+        # Steps of 1e-4 balance truncation error (h²) against the solver's error (rtol/h).
+        h = 1e-4 * theta[j]
+        up, down = theta.copy(), theta.copy()
+        up[j] += h
+        down[j] -= h
+        fd[:, j] = (
+            fk.predict(ex.model, up, ex.design).values[0].ravel()
+            - fk.predict(ex.model, down, ex.design).values[0].ravel()
+        ) / (2 * h)
+    np.testing.assert_allclose(S, fd, rtol=1e-5, atol=1e-8 * np.abs(S).max())
+
+
+def test_selected_outputs_per_group():
+    ex = fk.examples.kinase_cascade()
+    full = fk.fisher_information(ex.model, ex.theta, ex.design, noise=ex.noise)
+    t = ex.design.times
+    split = fk.fisher_information(
+        ex.model,
+        ex.theta,
+        fk.Design(groups=[fk.Group(t, outputs=["y1"]), fk.Group(t, outputs=["y2"])]),
+        noise=ex.noise,
+    )
+    np.testing.assert_allclose(split.matrix, full.matrix, rtol=1e-10)
