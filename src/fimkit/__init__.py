@@ -25,9 +25,15 @@ from .models.analytic import AnalyticModel as AnalyticModel
 from .models.base import AbstractModel as AbstractModel
 from .models.ode import ODEModel as ODEModel
 from .noise import Combined as Combined
+from .noise import Custom as Custom
 from .noise import Gaussian as Gaussian
+from .noise import Laplace as Laplace
+from .noise import LogNormal as LogNormal
+from .noise import NegativeBinomial as NegativeBinomial
 from .noise import NoiseModel as NoiseModel
+from .noise import Poisson as Poisson
 from .noise import Proportional as Proportional
+from .noise import StudentT as StudentT
 from .prediction import Prediction as Prediction
 from .prediction import predict as predict
 from .prediction import sensitivities as sensitivities

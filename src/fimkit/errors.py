@@ -31,6 +31,15 @@ class ModelError(FimkitError):
     """A model definition that cannot work: wrong output shapes, unknown state names, duplicates."""
 
 
+class DataError(FimkitError):
+    """Data that cannot be used: missing or non-finite values, values outside the noise model's
+    support, shapes that do not fit the design."""
+
+
+class FitError(FimkitError):
+    """A fit that cannot start (bad start values, bounds) or that did not converge when asked to."""
+
+
 class SolverError(FimkitError):
     """An ODE solve failed (maximum steps reached, a non-finite state, a step size that collapsed)."""
 
@@ -60,9 +69,11 @@ def describe(value: Any) -> str:
 
 
 __all__ = [
+    "DataError",
     "DesignError",
     "FimkitError",
     "FimkitWarning",
+    "FitError",
     "IdentifiabilityWarning",
     "ModelError",
     "NoiseError",

@@ -114,34 +114,54 @@ class Setup:
         return tuple(g.times for g in self.groups)
 
     # -- the pure map ---------------------------------------------------------------------------
-    def mean_and_variance(self, theta, times, dose_values):
-        """Flattened predictions and variances over groups (time-major, then output), statuses."""
+    @property
+    def observation_outputs(self) -> tuple[str, ...]:
+        """The output name of each entry of the flattened observation vector."""
+        out: list[str] = []
+        for gi, g in enumerate(self.groups):
+            out.extend(self.output_names(gi) * g.times.size)
+        return tuple(out)
+
+    def outputs_flat(self, theta, times, dose_values):
+        """Flattened predictions over groups (time-major, then output) and a status per group."""
         p = dict(zip(self.names, theta, strict=True))
-        mus, vs, statuses = [], [], []
+        fs, statuses = [], []
         for gi in range(len(self.groups)):
             sched = self.schedules[gi]
             schedule = None if sched is None else (sched, dose_values[gi])
             ys, status = self.model._simulate(p, times[gi], schedule)
-            f = ys[:, jnp.asarray(self.output_index[gi])]
-            mus.append(f.reshape(-1))
-            if self.noise is not None:
-                vs.append(self.noise.variance(f, p, self.output_names(gi)).reshape(-1))
+            fs.append(ys[:, jnp.asarray(self.output_index[gi])].reshape(-1))
             statuses.append(status)
-        mu = jnp.concatenate(mus)
-        var = jnp.concatenate(vs) if vs else jnp.zeros_like(mu)
-        return mu, var, jnp.stack(statuses)
+        return jnp.concatenate(fs), jnp.stack(statuses)
 
-    def compiled(self, kind: str, builder: Callable[[Setup], Callable]) -> Callable:
-        """A jitted program for this structure, cached on the model instance."""
-        key = (
-            kind,
+    def location_dispersion(self, theta, times, dose_values):
+        """The noise model's (location, dispersion) of every observation, and the statuses."""
+        f, status = self.outputs_flat(theta, times, dose_values)
+        p = dict(zip(self.names, theta, strict=True))
+        loc, disp = self.noise.location_dispersion(f, p, self.observation_outputs)
+        return loc, disp, status
+
+    @property
+    def key(self) -> tuple:
+        """The static structure: what a compiled program depends on besides traced values."""
+        return (
             self.names,
             self.noise,
             tuple(
-                (g.times.size, self.output_index[i], self.schedules[i], self.dose_values[i].size)
+                (
+                    g.times.size,
+                    g.n,
+                    self.output_index[i],
+                    self.schedules[i],
+                    self.dose_values[i].size,
+                )
                 for i, g in enumerate(self.groups)
             ),
         )
+
+    def compiled(self, kind: str, builder: Callable[[Setup], Callable]) -> Callable:
+        """A jitted program for this structure, cached on the model instance."""
+        key = (kind, *self.key)
         cache = self.model._cache
         if key not in cache:
             cache[key] = jax.jit(builder(self))
@@ -161,16 +181,20 @@ class Setup:
                     f"{' with ' + str(info) if info else ''}. {STATUS_ADVICE[s]}"
                 )
 
-    def check_variance(self, var: Any) -> None:
-        var = np.asarray(var)
-        bad = ~(np.isfinite(var) & (var > 0))
+    def check_noise(self, loc: Any, disp: Any) -> None:
+        """Report observations where the noise model is degenerate (a zero variance, a zero mean)."""
+        loc, disp = np.asarray(loc), np.asarray(disp)
+        w_loc, w_disp = (np.asarray(w) for w in self.noise._weights(loc, disp))
+        bad = ~(np.isfinite(loc) & np.isfinite(w_loc) & np.isfinite(w_disp))
         if bad.any():
             k = int(np.flatnonzero(bad)[0])
             gi, t, out = self.locate(k)
             raise NoiseError(
-                f"The noise model {self.noise} gives a variance of {var[k]!r} for output {out!r} at "
-                f"time {t:g} (design group {gi}); variances must be finite and > 0. A proportional "
-                "error vanishes where the prediction is 0: do not sample there, or use Combined."
+                f"The noise model {self.noise} is degenerate for output {out!r} at time {t:g} "
+                f"(design group {gi}): location {loc[k]!r}, dispersion {disp[k]!r} (a variance must "
+                "be > 0; a Poisson or negative-binomial mean must be > 0; log-normal predictions "
+                "must be > 0). A proportional error vanishes where the prediction is 0: do not "
+                "sample there, or use Combined."
             )
 
     def locate(self, k: int) -> tuple[int, float, str]:
@@ -217,8 +241,7 @@ class Prediction:
 
 def _predict_program(setup: Setup):
     def run(theta, times, dose_values):
-        mu, _, status = setup.mean_and_variance(theta, times, dose_values)
-        return mu, status
+        return setup.outputs_flat(theta, times, dose_values)
 
     return run
 
@@ -267,8 +290,7 @@ def sensitivities(model: AbstractModel, theta: Any, design: Any) -> np.ndarray:
 def _sensitivity_program(setup: Setup):
     def run(theta, times, dose_values):
         def f(th):
-            mu, _, status = setup.mean_and_variance(th, times, dose_values)
-            return mu, status
+            return setup.outputs_flat(th, times, dose_values)
 
         return jax.jacfwd(f, has_aux=True)(theta)
 

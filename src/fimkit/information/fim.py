@@ -78,6 +78,7 @@ class FisherInformation:
     - `theta`: the parameter values (always on the linear scale).
     - `scale`: ``"lin"`` (information about θ) or ``"log"`` (about log θ).
     - `provenance`: how it was computed (model, design, noise, solver, fimkit version).
+    - `mc_standard_error`: for a Monte Carlo estimate, the standard error of each entry.
     """
 
     matrix: np.ndarray
@@ -85,6 +86,7 @@ class FisherInformation:
     theta: np.ndarray
     scale: str = "lin"
     provenance: Mapping[str, Any] = field(default_factory=dict)
+    mc_standard_error: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         m = np.array(self.matrix, dtype=np.float64)
@@ -109,6 +111,10 @@ class FisherInformation:
         object.__setattr__(self, "theta", th)
         object.__setattr__(self, "scale", _check_scale(self.scale))
         object.__setattr__(self, "provenance", dict(self.provenance))
+        if self.mc_standard_error is not None:
+            se = np.array(self.mc_standard_error, dtype=np.float64)
+            se.setflags(write=False)
+            object.__setattr__(self, "mc_standard_error", se)
 
     # -- names ---------------------------------------------------------------------------------------
     def _indices(self, names: Any, argument: str) -> list[int]:
@@ -226,7 +232,11 @@ class FisherInformation:
     def select(self, names: Sequence[str]) -> FisherInformation:
         """The information about `names` when every other parameter is known (a sub-matrix)."""
         idx = self._indices(names, "names")
-        return self._derived(self.matrix[np.ix_(idx, idx)], idx, "select")
+        F = self._derived(self.matrix[np.ix_(idx, idx)], idx, "select")
+        if self.mc_standard_error is not None:
+            se = self.mc_standard_error[np.ix_(idx, idx)]
+            F = FisherInformation(F.matrix, F.names, F.theta, F.scale, F.provenance, se)
+        return F
 
     def marginal(self, names: Sequence[str]) -> FisherInformation:
         """The information left for `names` when the other parameters are estimated too.
@@ -270,7 +280,8 @@ class FisherInformation:
         m = self.matrix * np.outer(d, d)
         prov = dict(self.provenance)
         prov["derived"] = [*prov.get("derived", []), f"to_scale({scale!r})"]
-        return FisherInformation(m, self.names, self.theta, scale, prov)
+        se = None if self.mc_standard_error is None else self.mc_standard_error * np.outer(d, d)
+        return FisherInformation(m, self.names, self.theta, scale, prov, se)
 
     def __add__(self, other: Any) -> FisherInformation:
         if not isinstance(other, FisherInformation):
@@ -288,6 +299,16 @@ class FisherInformation:
                 f"{self.theta.tolist()} and {other.theta.tolist()}."
             )
         prov = {"sum_of": [self.provenance, other.provenance]}
+        se = None
+        if self.mc_standard_error is not None or other.mc_standard_error is not None:
+            se = np.sqrt(
+                sum(
+                    x.mc_standard_error**2 for x in (self, other) if x.mc_standard_error is not None
+                )
+            )
+            return FisherInformation(
+                self.matrix + other.matrix, self.names, self.theta, self.scale, prov, se
+            )
         return FisherInformation(
             self.matrix + other.matrix, self.names, self.theta, self.scale, prov
         )
@@ -340,21 +361,64 @@ def _fim_program(setup: Setup):
 
     def run(theta, times, dose_values):
         def f(th):
-            mu, var, status = setup.mean_and_variance(th, times, dose_values)
-            return jnp.concatenate([mu, var]), (var, status)
+            loc, disp, status = setup.location_dispersion(th, times, dose_values)
+            return jnp.concatenate([loc, disp]), (loc, disp, status)
 
-        jac, (var, status) = jax.jacfwd(f, has_aux=True)(theta)
-        n = var.shape[0]
+        jac, (loc, disp, status) = jax.jacfwd(f, has_aux=True)(theta)
+        n = loc.shape[0]
         S, G = jac[:n], jac[n:]
-        mean_term = S.T @ (S * (weights / var)[:, None])
-        var_term = 0.5 * G.T @ (G * (weights / var**2)[:, None])
-        return mean_term + var_term, var, status
+        w_loc, w_disp = setup.noise._weights(loc, disp)
+        matrix = S.T @ (S * (weights * w_loc)[:, None]) + G.T @ (G * (weights * w_disp)[:, None])
+        return matrix, loc, disp, status
+
+    return run
+
+
+METHODS = ("exact", "score-covariance", "neg-hessian")
+
+
+def _mc_program(setup: Setup, method: str, n_samples: int):
+    from ..likelihood import Expansion
+
+    n_obs = int(setup.weights().size)
+    index = tuple(range(n_obs))
+    weights = jnp.asarray(setup.weights())
+    group = np.concatenate(
+        [np.full(g.times.size * len(setup.output_index[i]), i) for i, g in enumerate(setup.groups)]
+    )
+    n_per_group = jnp.asarray([g.n for g in setup.groups], dtype=jnp.float64)
+    n_groups = len(setup.groups)
+    outputs = setup.observation_outputs
+
+    def run(f, J, H, theta, key):
+        exp = Expansion(setup, theta, f, J, H)
+        p = dict(zip(setup.names, theta, strict=True))
+        d0 = jnp.zeros_like(theta)
+
+        def one(k):
+            y = setup.noise.sample(k, f, p, outputs)
+            if method == "score-covariance":
+                G = jax.jacfwd(lambda d: exp.per_observation(d, y, index))(d0)
+                s = jax.ops.segment_sum(G, jnp.asarray(group), num_segments=n_groups)
+                return (s.T * n_per_group) @ s
+            return -jax.hessian(lambda d: jnp.sum(weights * exp.per_observation(d, y, index)))(d0)
+
+        draws = jax.lax.map(one, jax.random.split(key, n_samples), batch_size=256)
+        return jnp.mean(draws, axis=0), jnp.std(draws, axis=0, ddof=1) / jnp.sqrt(n_samples)
 
     return run
 
 
 def fisher_information(
-    model: Any, theta: Any, design: Any, *, noise: Any, scale: str = "lin"
+    model: Any,
+    theta: Any,
+    design: Any,
+    *,
+    noise: Any,
+    scale: str = "lin",
+    method: str = "exact",
+    n_samples: int = 2000,
+    key: Any = 0,
 ) -> FisherInformation:
     """The expected Fisher information of `design` about the parameters of `model` at `theta`.
 
@@ -363,25 +427,23 @@ def fisher_information(
     - `theta`: a dict keyed by parameter name, or a vector in parameter order (the model's
       parameters, then noise parameters the model does not have). Always linear-scale values.
     - `design`: a `Design` (or a `Group`, or a list of times).
-    - `noise`: a noise model (`Gaussian`, `Proportional`, `Combined`); a number means additive σ.
+    - `noise`: a noise model (`Gaussian`, `Proportional`, `Combined`, `LogNormal`, `Poisson`,
+      `NegativeBinomial`, `StudentT`, `Laplace`, `Custom`); a number means additive σ.
     - `scale`: ``"lin"`` for information about θ, ``"log"`` about log θ.
+    - `method`: ``"exact"`` (closed form; every built-in noise model except a negative binomial
+      with estimated size), or a Monte Carlo estimate from `n_samples` simulated data sets drawn
+      with the fixed `key` (an int or a JAX key): ``"score-covariance"`` (E[s sᵀ]) or
+      ``"neg-hessian"`` (−E[∇²ℓ]). Monte Carlo results carry `mc_standard_error`.
 
     **Returns:** a `FisherInformation`.
     """
     scale = _check_scale(scale)
+    if method not in METHODS:
+        raise FimkitError(
+            f"The 'method' argument must be one of {list(METHODS)}. Got {describe(method)}."
+        )
     setup = Setup.build(model, design, noise)
     th = setup.theta(theta, positive=(scale == "log"))
-    program = setup.compiled("fim", _fim_program)
-    matrix, var, status = program(th, setup.times(), setup.dose_values)
-    setup.check_status(status, th)
-    setup.check_variance(var)
-    matrix = np.asarray(matrix)
-    if not np.all(np.isfinite(matrix)):
-        raise FimkitError(
-            "The Fisher information is not finite at theta="
-            f"{dict(zip(setup.names, th.tolist(), strict=True))}: the sensitivities overflowed. "
-            "Check the parameter values, or tighten the solver tolerances."
-        )
     from .. import __version__
 
     provenance = {
@@ -389,11 +451,51 @@ def fisher_information(
         "model_type": type(setup.model).__name__,
         "noise": str(setup.noise),
         "design": setup.design.describe(),
-        "method": "exact (Gaussian, forward-mode AD)",
         "fimkit": __version__,
         **setup.model._solver_info(),
     }
-    F = FisherInformation(matrix, setup.names, th, "lin", provenance)
+    mc_se = None
+    if method == "exact":
+        if not setup.noise.closed_form:
+            raise FimkitError(
+                f"The noise model {setup.noise} has no closed-form Fisher information; use "
+                "method='score-covariance' or method='neg-hessian' (Monte Carlo, with n_samples= "
+                "and key=)."
+            )
+        program = setup.compiled("fim", _fim_program)
+        matrix, loc, disp, status = program(th, setup.times(), setup.dose_values)
+        setup.check_status(status, th)
+        setup.check_noise(loc, disp)
+        provenance["method"] = "exact (closed form, forward-mode AD)"
+    else:
+        if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 2:
+            raise FimkitError(
+                f"The 'n_samples' argument must be an integer >= 2. Got {describe(n_samples)}."
+            )
+        if method == "neg-hessian" and not setup.noise.smooth:
+            raise FimkitError(
+                f"The noise model {setup.noise} is not twice differentiable, so the information is "
+                "not the negative expected Hessian; use method='exact' or 'score-covariance'."
+            )
+        if isinstance(key, int | np.integer):
+            key = jax.random.PRNGKey(int(key))
+        from ..likelihood import Expansion
+
+        exp = Expansion.at(setup, th)
+        program = setup.compiled(
+            f"mc-{method}-{n_samples}", lambda s: _mc_program(s, method, n_samples)
+        )
+        matrix, mc_se = program(exp.f, exp.J, exp.H, jnp.asarray(th), key)
+        mc_se = np.asarray(mc_se)
+        provenance["method"] = f"Monte Carlo ({method}, {n_samples} samples)"
+    matrix = np.asarray(matrix)
+    if not np.all(np.isfinite(matrix)):
+        raise FimkitError(
+            "The Fisher information is not finite at theta="
+            f"{dict(zip(setup.names, th.tolist(), strict=True))}: the sensitivities overflowed. "
+            "Check the parameter values, or tighten the solver tolerances."
+        )
+    F = FisherInformation(matrix, setup.names, th, "lin", provenance, mc_se)
     return F.to_scale(scale)
 
 

@@ -1,0 +1,164 @@
+"""Measured data matched to a design: `Data`.
+
+Values are stored per design group as arrays of shape (n_subjects, n_times, n_outputs), in the
+order of the group's times and measured outputs, with a mask for values the user chose to drop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .design import Design, Group
+from .errors import DataError, describe
+
+
+def _as_values(values: Any, n_times: int, n_outputs: int, where: str) -> np.ndarray:
+    try:
+        v = np.array(values, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise DataError(
+            f"The 'values' of {where} must be numbers. Got {describe(values)}."
+        ) from exc
+    if v.ndim == 1 and n_outputs == 1:
+        v = v[None, :, None]
+    elif v.ndim == 2:
+        v = v[None]
+    if v.ndim != 3 or v.shape[1:] != (n_times, n_outputs):
+        raise DataError(
+            f"The 'values' of {where} must have shape (n_times={n_times}, n_outputs={n_outputs}) "
+            f"or (n_subjects, {n_times}, {n_outputs}). Got shape {np.shape(values)}."
+        )
+    return v
+
+
+@dataclass(frozen=True, eq=False)
+class Data:
+    """Observations matched to a design.
+
+    ``Data(times, values, outputs=None, doses=None)`` for one group: `values` has shape (n_times,)
+    for one output, (n_times, n_outputs), or (n_subjects, n_times, n_outputs). Several groups:
+    ``Data.from_groups([(Group(...), values), ...])``; a long table: ``Data.from_dataframe(df)``.
+    Missing values (NaN) are an error unless ``drop_missing=True``; infinite values always are.
+    """
+
+    design: Design
+    values: tuple[np.ndarray, ...]
+    mask: tuple[np.ndarray, ...]
+
+    def __init__(
+        self,
+        times: Any = None,
+        values: Any = None,
+        outputs: Sequence[str] | None = None,
+        doses: Any = None,
+        *,
+        drop_missing: bool = False,
+        _groups: Sequence[tuple[Group, Any]] | None = None,
+    ):
+        if _groups is None:
+            if times is None or values is None:
+                raise DataError(
+                    "Data needs 'times' and 'values'. Got times="
+                    f"{describe(times)}, values={describe(values)}."
+                )
+            probe = np.asarray(values, dtype=object)
+            n = probe.shape[0] if probe.ndim == 3 else 1
+            _groups = [(Group(times, outputs, doses or (), n), values)]
+        groups, vals, masks = [], [], []
+        for gi, (g, v) in enumerate(_groups):
+            n_out = len(g.outputs) if g.outputs is not None else None
+            if n_out is None:
+                arr = np.asarray(v, dtype=np.float64)
+                n_out = 1 if arr.ndim == 1 else arr.shape[-1]
+            arr = _as_values(v, g.times.size, n_out, f"Data group {gi}")
+            if arr.shape[0] != g.n:
+                g = Group(g.times, g.outputs, g.doses, arr.shape[0])
+            inf = np.isinf(arr)
+            if inf.any():
+                where = np.argwhere(inf)[:5].tolist()
+                raise DataError(
+                    f"Data group {gi} has {int(inf.sum())} infinite value(s) at (subject, time "
+                    f"index, output index) {where}."
+                )
+            nan = np.isnan(arr)
+            if nan.any() and not drop_missing:
+                where = [(s, float(g.times[t]), o) for s, t, o in np.argwhere(nan)[:5].tolist()]
+                raise DataError(
+                    f"Data group {gi} has {int(nan.sum())} missing value(s) (NaN), e.g. at "
+                    f"(subject, time, output index) {where}. Pass drop_missing=True to leave them out."
+                )
+            arr.setflags(write=False)
+            groups.append(g)
+            vals.append(arr)
+            masks.append(~nan)
+        object.__setattr__(self, "design", Design(groups=tuple(groups)))
+        object.__setattr__(self, "values", tuple(vals))
+        object.__setattr__(self, "mask", tuple(masks))
+
+    @classmethod
+    def from_groups(
+        cls, groups: Sequence[tuple[Group, Any]], *, drop_missing: bool = False
+    ) -> Data:
+        """Data of several groups: a list of (Group, values) pairs."""
+        for g, _ in groups:
+            if not isinstance(g, Group):
+                raise DataError(f"Data.from_groups needs (Group, values) pairs. Got {describe(g)}.")
+        return cls(_groups=list(groups), drop_missing=drop_missing)
+
+    @classmethod
+    def from_dataframe(
+        cls,
+        df: Any,
+        *,
+        time: str = "time",
+        output: str = "output",
+        value: str = "value",
+        group: str | None = None,
+        subject: str | None = None,
+        drop_missing: bool = False,
+    ) -> Data:
+        """Data from a long-format table (one row per observation): time, output, value[, group,
+        subject]. Every subject of a group must be measured at the same times (NaN where missing).
+        """
+        try:
+            import pandas as pd
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise ImportError(
+                "Data.from_dataframe needs pandas: pip install 'fimkit[pandas]'"
+            ) from exc
+        if not isinstance(df, pd.DataFrame):
+            raise DataError(f"The 'df' argument must be a pandas DataFrame. Got {describe(df)}.")
+        needed = [c for c in (time, output, value, group, subject) if c is not None]
+        missing = [c for c in needed if c not in df.columns]
+        if missing:
+            raise DataError(
+                f"The data frame has no column(s) {missing}; it has {list(df.columns)}."
+            )
+        pairs = []
+        for _, gdf in df.groupby(group, sort=False) if group else [(None, df)]:
+            subj = gdf[subject] if subject else pd.Series(0, index=gdf.index)
+            table = gdf.assign(_subject=subj.values).pivot_table(
+                index=["_subject", time],
+                columns=output,
+                values=value,
+                aggfunc="first",
+                dropna=False,
+            )
+            outputs = [str(c) for c in table.columns]
+            times = np.sort(gdf[time].unique().astype(float))
+            subjects = list(dict.fromkeys(subj.tolist()))
+            full = pd.MultiIndex.from_product([subjects, times], names=["_subject", time])
+            arr = table.reindex(full).to_numpy(dtype=float).reshape(len(subjects), len(times), -1)
+            pairs.append((Group(times, outputs, (), len(subjects)), arr))
+        return cls(_groups=pairs, drop_missing=drop_missing)
+
+    @property
+    def n_values(self) -> int:
+        return int(sum(m.sum() for m in self.mask))
+
+
+__all__ = ["Data"]
