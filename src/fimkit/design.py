@@ -68,7 +68,7 @@ class Bolus:
     def __post_init__(self) -> None:
         object.__setattr__(self, "time", _time(self.time, "time", "Bolus"))
         object.__setattr__(
-            self, "amount", _number_or_name(self.amount, "amount", "Bolus", positive=False)
+            self, "amount", _number_or_name(self.amount, "amount", "Bolus", positive=True)
         )
         if not isinstance(self.state, str) or not self.state:
             raise DesignError(
@@ -103,11 +103,11 @@ class Infusion:
             )
         if self.amount is not None:
             object.__setattr__(
-                self, "amount", _number_or_name(self.amount, "amount", "Infusion", positive=False)
+                self, "amount", _number_or_name(self.amount, "amount", "Infusion", positive=True)
             )
         else:
             object.__setattr__(
-                self, "rate", _number_or_name(self.rate, "rate", "Infusion", positive=False)
+                self, "rate", _number_or_name(self.rate, "rate", "Infusion", positive=True)
             )
         if not isinstance(self.state, str) or not self.state:
             raise DesignError(

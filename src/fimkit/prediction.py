@@ -164,7 +164,7 @@ class Setup:
         key = (kind, *self.key)
         cache = self.model._cache
         if key not in cache:
-            cache[key] = jax.jit(builder(self))
+            cache[key] = _cacheable(jax.jit(builder(self)))
         return cache[key]
 
     # -- host-side checks of what compiled code returns ---------------------------------------------
@@ -184,14 +184,15 @@ class Setup:
     def check_noise(self, loc: Any, disp: Any) -> None:
         """Report observations where the noise model is degenerate (a zero variance, a zero mean)."""
         loc, disp = np.asarray(loc), np.asarray(disp)
-        w_loc, w_disp = (np.asarray(w) for w in self.noise._weights(loc, disp))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            w_loc, w_disp = (np.asarray(w) for w in self.noise._weights(loc, disp))
         bad = ~(np.isfinite(loc) & np.isfinite(w_loc) & np.isfinite(w_disp))
         if bad.any():
             k = int(np.flatnonzero(bad)[0])
             gi, t, out = self.locate(k)
             raise NoiseError(
                 f"The noise model {self.noise} is degenerate for output {out!r} at time {t:g} "
-                f"(design group {gi}): location {loc[k]!r}, dispersion {disp[k]!r} (a variance must "
+                f"(design group {gi}): location {float(loc[k])!r}, dispersion {float(disp[k])!r} (a variance must "
                 "be > 0; a Poisson or negative-binomial mean must be > 0; log-normal predictions "
                 "must be > 0). A proportional error vanishes where the prediction is 0: do not "
                 "sample there, or use Combined."
@@ -215,6 +216,28 @@ class Setup:
                 for i, g in enumerate(self.groups)
             ]
         ).astype(np.float64)
+
+
+def _cacheable(program: Callable) -> Callable:
+    """Trace `program` with equinox's runtime checks turned into NaNs instead of host callbacks.
+
+    diffrax guards its inputs with `equinox.error_if`, which lowers to a host callback, and JAX
+    refuses to write programs with host callbacks to the persistent compilation cache: every new
+    process would compile the ODE programs again. fimkit never relies on those checks (it reports
+    solver failures from status values and non-finite outputs itself), so it traces with
+    ``on_error="nan"``, the documented alternative, for its own programs only.
+    """
+    import equinox._errors as eqx_errors
+
+    def run(*args):
+        previous = eqx_errors.EQX_ON_ERROR
+        eqx_errors.EQX_ON_ERROR = "nan"
+        try:
+            return program(*args)
+        finally:
+            eqx_errors.EQX_ON_ERROR = previous
+
+    return run
 
 
 @dataclass(frozen=True)

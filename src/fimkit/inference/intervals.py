@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from statistics import NormalDist
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from scipy import stats
 
 from ..errors import FimkitError, ParameterError, describe
 from ..information.fim import FisherInformation
@@ -27,7 +27,7 @@ def _z(alpha: Any) -> float:
         raise FimkitError(
             f"The 'alpha' argument must be a number in the range (0, 1). Got {describe(alpha)}."
         )
-    return float(stats.norm.ppf(1 - alpha / 2))
+    return float(NormalDist().inv_cdf(1 - alpha / 2))
 
 
 @dataclass(frozen=True)

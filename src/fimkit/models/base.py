@@ -23,14 +23,15 @@ STATUS_SOLVER_FAILED = 2
 STATUS_NONFINITE = 3
 
 STATUS_MESSAGES = {
-    STATUS_MAX_STEPS: "the ODE solver reached its maximum number of steps",
+    STATUS_MAX_STEPS: "the ODE solver reached its maximum number of steps (the system is stiff, "
+    "the time span long, or the solution blows up and every step is rejected)",
     STATUS_SOLVER_FAILED: "the ODE solver failed (step size collapsed or the implicit solve diverged)",
     STATUS_NONFINITE: "the simulated states or outputs are not finite (NaN or infinity)",
 }
 
 STATUS_ADVICE = {
-    STATUS_MAX_STEPS: "Increase `max_steps`, or use an implicit solver (solver='kvaerno5') if the "
-    "system is stiff.",
+    STATUS_MAX_STEPS: "Increase `max_steps`, use an implicit solver (solver='kvaerno5') if the "
+    "system is stiff, or check the parameter values for a solution that escapes to infinity.",
     STATUS_SOLVER_FAILED: "Check the parameter values; for stiff systems use solver='kvaerno5'.",
     STATUS_NONFINITE: "Check the parameter values and the model equations for divisions by zero, "
     "overflow or logarithms of non-positive numbers.",

@@ -1,0 +1,368 @@
+"""Maximum-likelihood fitting with exact derivatives, multistart, and simulation studies.
+
+Plain Gaussian noise with a known σ is a least-squares problem: Levenberg–Marquardt (or a
+trust-region reflective method under bounds) on the weighted residuals with the exact Jacobian.
+Every other noise model, and σ estimated, goes to a trust-region Newton method on −ℓ with the exact
+gradient and Hessian. Parameters are optimised on the log scale by default (`scale="log"`), which
+keeps them positive and makes the problem better conditioned.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..data import Data
+from ..errors import (
+    FimkitError,
+    FimkitWarning,
+    FitError,
+    IdentifiabilityWarning,
+    SingularFIMError,
+    describe,
+)
+from ..information.fim import FisherInformation, _check_scale, fisher_information, format_direction
+from ..information.observed import observed_information, sandwich_covariance
+from ..likelihood import Likelihood
+from ..noise import Gaussian
+from ..prediction import _predict_program, _sensitivity_program
+from ..report.tables import Table, fmt
+from .intervals import Intervals, wald_intervals
+
+
+class ConvergenceWarning(FimkitWarning):
+    """An optimiser stopped without meeting its convergence criterion."""
+
+
+def _bounds(names, bounds, scale) -> tuple[np.ndarray, np.ndarray]:
+    lo = np.full(len(names), -np.inf)
+    hi = np.full(len(names), np.inf)
+    if bounds is None:
+        return lo, hi
+    if not isinstance(bounds, Mapping):
+        raise FitError(
+            "The 'bounds' argument must be a dict {name: (lower, upper)}. "
+            f"Got {describe(bounds)}."
+        )
+    for n, b in bounds.items():
+        if n not in names:
+            raise FitError(
+                f"The 'bounds' argument names unknown parameter {n!r}; the parameters are {list(names)}."
+            )
+        try:
+            low, high = (float(x) for x in b)
+        except (TypeError, ValueError) as exc:
+            raise FitError(
+                f"The bounds of {n!r} must be a pair (lower, upper). Got {describe(b)}."
+            ) from exc
+        if not low < high:
+            raise FitError(f"The bounds of {n!r} must have lower < upper. Got ({low}, {high}).")
+        if scale == "log":
+            if low <= 0:
+                raise FitError(
+                    f"The bounds of {n!r} must be positive on the log scale (scale='log'). Got ({low}, {high})."
+                )
+            low, high = np.log(low), np.log(high)
+        j = names.index(n)
+        lo[j], hi[j] = low, high
+    return lo, hi
+
+
+@dataclass(frozen=True, eq=False)
+class FitResult:
+    """The maximum-likelihood estimate and how the optimiser got there.
+
+    **Fields:** `names`, `theta` (linear scale), `params` (dict), `loglike`, `success`, `message`,
+    `n_iterations`, `scale` (of the optimisation and of the covariances), `starts` (log-likelihood and
+    success of each start). **Methods:** `cov(kind)`, `fim(kind)`, `conf_int(alpha, kind)`,
+    `summary()`.
+    """
+
+    names: tuple[str, ...]
+    theta: np.ndarray
+    loglike: float
+    success: bool
+    message: str
+    n_iterations: int
+    scale: str
+    model: Any = field(repr=False)
+    data: Data = field(repr=False)
+    noise: Any = field(repr=False)
+    starts: tuple[tuple[float, bool], ...] = ()
+
+    @property
+    def params(self) -> dict[str, float]:
+        return dict(zip(self.names, self.theta.tolist(), strict=True))
+
+    def fim(self, kind: str = "expected") -> FisherInformation:
+        """The information at the estimate: ``"expected"`` (of the data's design) or ``"observed"``."""
+        if kind == "expected":
+            return fisher_information(
+                self.model, self.theta, self.data.design, noise=self.noise, scale=self.scale
+            )
+        if kind == "observed":
+            return observed_information(
+                self.model, self.theta, self.data, noise=self.noise, scale=self.scale
+            )
+        raise FitError(
+            f"The 'kind' argument must be 'expected' or 'observed'. Got {describe(kind)}."
+        )
+
+    def cov(self, kind: str = "expected") -> np.ndarray:
+        """Asymptotic covariance on `scale`: inverse expected or observed information, or the
+        robust sandwich (``kind="sandwich"``)."""
+        if kind == "sandwich":
+            return sandwich_covariance(
+                self.model, self.theta, self.data, noise=self.noise, scale=self.scale
+            )
+        return self.fim(kind).cov()
+
+    def conf_int(self, alpha: float = 0.05, kind: str = "expected") -> Intervals:
+        """Wald intervals from the chosen covariance (mapped back from the log scale)."""
+        if kind == "sandwich":
+            F = self.fim("expected")
+            cov = self.cov("sandwich")
+            F = FisherInformation(
+                np.linalg.inv(cov), F.names, F.theta, F.scale, {"method": "sandwich"}
+            )
+            return wald_intervals(F, alpha=alpha)
+        return wald_intervals(self.fim(kind), alpha=alpha)
+
+    def summary(self, alpha: float = 0.05) -> Table:
+        notes = [
+            f"log-likelihood {self.loglike:.6g}; converged: {self.success} ({self.message}); "
+            f"{self.n_iterations} iterations; {len(self.starts)} start(s)"
+        ]
+        try:
+            ci = self.conf_int(alpha)
+            rows = tuple(
+                (n, fmt(self.theta[j]), fmt(ci.se[j]), fmt(ci.lower[j]), fmt(ci.upper[j]))
+                for j, n in enumerate(self.names)
+            )
+        except SingularFIMError as exc:
+            notes.append(str(exc))
+            rows = tuple((n, fmt(self.theta[j]), "-", "-", "-") for j, n in enumerate(self.names))
+        se = "SE(log)" if self.scale == "log" else "SE"
+        level = f"{100 * (1 - alpha):g}%"
+        return Table(
+            "Maximum-likelihood fit",
+            ("parameter", "estimate", se, f"{level} lower", f"{level} upper"),
+            rows,
+            tuple(notes),
+        )
+
+
+def _least_squares_problem(lik: Likelihood) -> bool:
+    noise = lik.setup.noise
+    return type(noise) is Gaussian and not noise.param_names
+
+
+def _one_fit(lik, u0, lo, hi, scale, max_iter):
+    to_theta = (lambda u: np.exp(u)) if scale == "log" else (lambda u: np.asarray(u))
+    setup = lik.setup
+    from scipy import optimize
+
+    has_bounds = bool(np.isfinite(lo).any() or np.isfinite(hi).any())
+    if _least_squares_problem(lik):
+        sens = setup.compiled("sensitivities", _sensitivity_program)
+        pred = setup.compiled("predict", _predict_program)
+        args = (setup.times(), setup.dose_values)
+        sigma = np.sqrt(
+            np.asarray(
+                setup.noise.variance(
+                    np.zeros(len(lik.index)), {}, [setup.observation_outputs[k] for k in lik.index]
+                )
+            )
+        )
+        w = lik.mask / sigma
+
+        def residuals(u):
+            th = to_theta(u)
+            f, status = pred(th, *args)
+            setup.check_status(status, th)
+            return w * (lik.y - np.asarray(f)[lik.index])
+
+        def jac(u):
+            th = to_theta(u)
+            S, status = sens(th, *args)
+            setup.check_status(status, th)
+            S = np.asarray(S)[lik.index]
+            if scale == "log":
+                S = S * th
+            return -(w[:, None] * S)
+
+        res = optimize.least_squares(
+            residuals,
+            u0,
+            jac=jac,
+            method="trf" if has_bounds else "lm",
+            bounds=(lo, hi) if has_bounds else (-np.inf, np.inf),
+            xtol=1e-12,
+            ftol=1e-12,
+            gtol=1e-12,
+            max_nfev=max_iter * 10,
+        )
+        th = to_theta(res.x)
+        value, _, _ = lik.evaluate(th)
+        return th, value, bool(res.success), str(res.message), int(res.nfev)
+
+    def objective(u):
+        th = to_theta(u)
+        value, G, H = lik.evaluate(th)
+        g = G.sum(axis=0)
+        if scale == "log":
+            H = H * np.outer(th, th) + np.diag(th * g)
+            g = g * th
+        return -value, -g, -H
+
+    cache: dict[bytes, Any] = {}
+
+    def cached(u):
+        k = np.asarray(u).tobytes()
+        if k not in cache:
+            cache.clear()
+            cache[k] = objective(u)
+        return cache[k]
+
+    if has_bounds:
+        res = optimize.minimize(
+            lambda u: cached(u)[0],
+            u0,
+            jac=lambda u: cached(u)[1],
+            hess=lambda u: cached(u)[2],
+            method="trust-constr",
+            bounds=optimize.Bounds(lo, hi),
+            options={"maxiter": max_iter * 5, "gtol": 1e-10, "xtol": 1e-12},
+        )
+    else:
+        res = optimize.minimize(
+            lambda u: cached(u)[0],
+            u0,
+            jac=lambda u: cached(u)[1],
+            hess=lambda u: cached(u)[2],
+            method="trust-exact",
+            options={"maxiter": max_iter, "gtol": 1e-8},
+        )
+    th = to_theta(res.x)
+    success, message = bool(res.success), str(res.message)
+    if not success:
+        # trust-exact stops with "a bad approximation" when it cannot improve on the optimum
+        # itself: accept only when the gradient there is negligible, and say so.
+        _, g, _ = cached(res.x)
+        free = (res.x > lo + 1e-10) & (res.x < hi - 1e-10)
+        gnorm = float(np.max(np.abs(g[free]))) if free.any() else 0.0
+        if gnorm < 1e-6 * (1.0 + abs(float(res.fun))):
+            success = True
+            message = f"gradient {gnorm:.2g} below tolerance (optimiser: {message})"
+    return th, -float(res.fun), success, message, int(getattr(res, "nit", 0))
+
+
+def fit(
+    model: Any,
+    data: Data,
+    *,
+    noise: Any,
+    theta0: Any,
+    scale: str = "log",
+    bounds: Mapping[str, tuple[float, float]] | None = None,
+    multistart: int = 0,
+    key: int = 0,
+    max_iter: int = 200,
+) -> FitResult:
+    """Maximum-likelihood estimate of all parameters (model and noise) from `data`.
+
+    **Arguments:**
+    - `model`, `data` (a `Data`), `noise`: as elsewhere; noise parameters named in the noise model
+      are estimated with the model's.
+    - `theta0`: the start (dict or vector over ``parameter_names(model, noise)``).
+    - `scale`: ``"log"`` (default: optimise log θ, parameters stay positive) or ``"lin"``.
+    - `bounds`: ``{name: (lower, upper)}`` on the linear scale.
+    - `multistart`: number of extra starts, drawn by Latin hypercube sampling within `bounds`
+      (which must then bound every parameter); the best log-likelihood wins.
+    - `key`: seed of the Latin hypercube.
+
+    **Returns:** a `FitResult`. A fit that does not converge says so in `success` and `message`
+    and emits a `ConvergenceWarning`; it never reports success silently.
+    """
+    scale = _check_scale(scale)
+    lik = Likelihood.build(model, data, noise)
+    names = lik.names
+    th0 = lik.setup.theta(theta0, positive=(scale == "log"))
+    lo, hi = _bounds(names, bounds, scale)
+    u0 = np.log(th0) if scale == "log" else th0
+    if np.any(u0 < lo) or np.any(u0 > hi):
+        outside = [n for j, n in enumerate(names) if not lo[j] <= u0[j] <= hi[j]]
+        raise FitError(f"The start 'theta0' lies outside the bounds for {outside}.")
+    starts = [u0]
+    if isinstance(multistart, bool) or not isinstance(multistart, int) or multistart < 0:
+        raise FitError(
+            f"The 'multistart' argument must be an integer >= 0. Got {describe(multistart)}."
+        )
+    if multistart:
+        if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
+            unbounded = [
+                n for j, n in enumerate(names) if not (np.isfinite(lo[j]) and np.isfinite(hi[j]))
+            ]
+            raise FitError(
+                f"multistart needs finite bounds on every parameter; missing for {unbounded}."
+            )
+        from scipy.stats import qmc
+
+        sample = qmc.LatinHypercube(d=len(names), seed=key).random(multistart)
+        starts += list(qmc.scale(sample, lo, hi))
+    results = []
+    for u in starts:
+        try:
+            results.append(_one_fit(lik, np.asarray(u, dtype=float), lo, hi, scale, max_iter))
+        except (FimkitError, np.linalg.LinAlgError) as exc:
+            results.append((np.exp(u) if scale == "log" else u, -np.inf, False, str(exc), 0))
+    finite = [r for r in results if np.isfinite(r[1])]
+    if not finite:
+        raise FitError(f"Every start failed; the first error: {results[0][3]}")
+    best = max(finite, key=lambda r: r[1])
+    th, value, success, message, n_iter = best
+    result = FitResult(
+        names,
+        np.asarray(th),
+        value,
+        success,
+        message,
+        n_iter,
+        scale,
+        model,
+        data,
+        lik.setup.noise,
+        tuple((float(r[1]), bool(r[2])) for r in results),
+    )
+    if not success:
+        warnings.warn(
+            f"The fit did not converge: {message}. Try another theta0, multistart, or bounds.",
+            ConvergenceWarning,
+            stacklevel=2,
+        )
+    _check_curvature(result)
+    return result
+
+
+def _check_curvature(result: FitResult) -> None:
+    try:
+        J = result.fim("observed")
+    except Exception:  # a failed solve at the optimum is reported by the caller's next call
+        return
+    w, v = np.linalg.eigh(J.matrix)
+    if w[0] <= 1e-12 * max(abs(w[-1]), 1e-300):
+        warnings.warn(
+            "The log-likelihood is not strictly concave at the returned point (smallest eigenvalue of "
+            f"the observed information {w[0]:.3g}): it is flat or curved upward along "
+            f"{format_direction(v[:, 0], J.names)} ({J.scale} scale). The estimate is not a strict "
+            "maximum along that direction.",
+            IdentifiabilityWarning,
+            stacklevel=3,
+        )
+
+
+__all__ = ["ConvergenceWarning", "FitResult", "fit"]
