@@ -13,6 +13,16 @@ from .design import Bolus as Bolus
 from .design import Design as Design
 from .design import Group as Group
 from .design import Infusion as Infusion
+from .identifiability import Combination as Combination
+from .identifiability import EigenParameter as EigenParameter
+from .identifiability import Identifiability as Identifiability
+from .identifiability import PredictionUncertainty as PredictionUncertainty
+from .identifiability import Sloppiness as Sloppiness
+from .identifiability import Symmetry as Symmetry
+from .identifiability import identifiability as identifiability
+from .identifiability import plot_spectrum as plot_spectrum
+from .identifiability import prediction_uncertainty as prediction_uncertainty
+from .identifiability import sloppiness as sloppiness
 from .inference.fit import ConvergenceWarning as ConvergenceWarning
 from .inference.fit import FitResult as FitResult
 from .inference.fit import fit as fit

@@ -1,0 +1,21 @@
+"""Identifiability and sloppiness: what an experiment can and cannot determine about a model.
+
+`identifiability` reads the rank, null space and readable combinations off a Fisher information;
+`sloppiness` its normalised eigenvalue spectrum; `prediction_uncertainty` splits the variance of a
+prediction over the eigen-directions. See ``docs/identifiability.md``.
+"""
+
+from .local import DEFAULT_RSE_THRESHOLD as DEFAULT_RSE_THRESHOLD
+from .local import IDENTIFIABLE as IDENTIFIABLE
+from .local import NOT_IDENTIFIABLE as NOT_IDENTIFIABLE
+from .local import PRACTICALLY_NONIDENTIFIABLE as PRACTICALLY_NONIDENTIFIABLE
+from .local import Combination as Combination
+from .local import Identifiability as Identifiability
+from .local import Symmetry as Symmetry
+from .local import identifiability as identifiability
+from .sloppiness import EigenParameter as EigenParameter
+from .sloppiness import PredictionUncertainty as PredictionUncertainty
+from .sloppiness import Sloppiness as Sloppiness
+from .sloppiness import plot_spectrum as plot_spectrum
+from .sloppiness import prediction_uncertainty as prediction_uncertainty
+from .sloppiness import sloppiness as sloppiness
