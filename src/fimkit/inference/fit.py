@@ -183,7 +183,10 @@ def _one_fit(lik, u0, lo, hi, scale, max_iter):
         def residuals(u):
             th = to_theta(u)
             f, status = pred(th, *args)
-            setup.check_status(status, th)
+            if np.any(np.asarray(status) != 0) or not np.all(np.isfinite(th)):
+                # A trial step the model cannot simulate: a large residual makes the optimiser
+                # shrink its step instead of aborting the fit.
+                return np.full(w.size, 1e10)
             return w * (lik.y - np.asarray(f)[lik.index])
 
         def jac(u):

@@ -42,7 +42,7 @@ def _check_scale(scale: Any, argument: str = "scale") -> str:
 def _check_rtol(rtol: Any) -> float:
     if rtol is None:
         return DEFAULT_RTOL
-    if isinstance(rtol, bool) or not isinstance(rtol, int | float) or not 0 < rtol < 1:
+    if isinstance(rtol, bool) or not isinstance(rtol, int | float | np.number) or not 0 < rtol < 1:
         raise FimkitError(f"The 'rtol' argument must be a number in (0, 1). Got {describe(rtol)}.")
     return float(rtol)
 
