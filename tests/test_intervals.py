@@ -89,3 +89,11 @@ def test_summary_prints_and_renders_html(pk):
     assert "<table>" in F.summary()._repr_html_()
     d = F.to_dict()
     assert d["names"] == ["CL", "V"] and d["scale"] == "log" and d["rank"] == 2
+
+
+def test_delta_method_keeps_parameters_outside_the_fim_fixed(pk):
+    ex, F = pk  # F is about CL and V; D is known
+    res = fk.delta_method(lambda p: p["D"] / p["V"], ex.theta, F)
+    c = np.linalg.inv(F.matrix)
+    # d(D/V)/d log V = −D/V; D is fixed.
+    np.testing.assert_allclose(float(res.se), 10.0 * np.sqrt(c[1, 1]), rtol=1e-10)

@@ -165,6 +165,9 @@ def example(
     if name not in EXAMPLES:
         console.print(f"[red]Unknown example {name!r}[/]; choose one of: {', '.join(EXAMPLES)}")
         raise typer.Exit(2)
+    if scale not in ("lin", "log"):
+        console.print(f"[red]Unknown scale {scale!r}[/]; choose 'lin' or 'log'.")
+        raise typer.Exit(2)
     ex = getattr(examples, name)()
     console.rule(f"[bold]{EXAMPLES[name]}")
     F = fisher_information(ex.model, ex.theta, ex.design, noise=ex.noise, scale=scale)

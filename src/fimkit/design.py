@@ -213,10 +213,16 @@ class Design:
 
     def __post_init__(self) -> None:
         if self.groups:
-            if self.times is not None or self.outputs is not None or self.doses is not None:
+            if (
+                self.times is not None
+                or self.outputs is not None
+                or self.doses is not None
+                or self.n != 1
+            ):
                 raise DesignError(
-                    "Design takes either 'groups' or 'times'/'outputs'/'doses', not both. "
-                    f"Got groups={len(tuple(self.groups))} and times={describe(self.times)}."
+                    "Design takes either 'groups' or 'times'/'outputs'/'doses'/'n', not both (give "
+                    f"each Group its own n). Got groups={len(tuple(self.groups))}, "
+                    f"times={describe(self.times)}, n={self.n!r}."
                 )
             groups = tuple(self.groups)
             for g in groups:

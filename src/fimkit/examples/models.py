@@ -29,7 +29,7 @@ PK_TIMES = (0.5, 1.0, 2.0, 4.0, 8.0, 12.0)
 
 
 def pk_bolus() -> Example:
-    """One-compartment IV bolus, C(t) = D/V·exp(−CL/V·t): the background text's example.
+    """One-compartment IV bolus, C(t) = D/V·exp(−CL/V·t): the classic non-identifiable PK model.
 
     (CL, V, D) are not identifiable together: scaling all three by the same factor leaves C(t)
     unchanged. Observed at t = 0.5, 1, 2, 4, 8, 12 with additive σ = 1.

@@ -150,13 +150,16 @@ def delta_method(
                 f"parameters {list(names)}. Got shape {c.shape}."
             )
     names = tuple(names)
-    if isinstance(theta, Mapping):
-        theta = {n: theta[n] for n in names if n in theta} if set(names) <= set(theta) else theta
+    # Parameters of `theta` that the covariance does not cover stay fixed at their values.
+    fixed: dict[str, Any] = {}
+    if isinstance(theta, Mapping) and set(names) <= set(theta):
+        fixed = {k: float(v) for k, v in theta.items() if k not in names}
+        theta = {n: theta[n] for n in names}
     th = resolve_theta(names, theta, positive=log)
 
     def h(u):
         x = jnp.exp(u) if log else u
-        return jnp.asarray(g(dict(zip(names, x, strict=True))), dtype=jnp.float64)
+        return jnp.asarray(g({**fixed, **dict(zip(names, x, strict=True))}), dtype=jnp.float64)
 
     u0 = jnp.log(th) if log else jnp.asarray(th)
     value = np.asarray(h(u0))
