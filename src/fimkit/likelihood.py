@@ -23,12 +23,16 @@ from .prediction import Setup
 
 def _second_order_program(setup: Setup):
     def run(theta, times, dose_values):
+        # One nested forward pass: the inner Jacobian carries f and the status out as aux.
         def f(th):
-            return setup.outputs_flat(th, times, dose_values)[0]
+            out, status = setup.outputs_flat(th, times, dose_values)
+            return out, (out, status)
 
-        f0, status = setup.outputs_flat(theta, times, dose_values)
-        J = jax.jacfwd(f)(theta)
-        H = jax.jacfwd(jax.jacfwd(f))(theta)
+        def jac(th):
+            J, aux = jax.jacfwd(f, has_aux=True)(th)
+            return J, (J, *aux)
+
+        H, (J, f0, status) = jax.jacfwd(jac, has_aux=True)(theta)
         return f0, J, H, status
 
     return run

@@ -311,11 +311,15 @@ def sensitivities(model: AbstractModel, theta: Any, design: Any) -> np.ndarray:
 
 
 def _sensitivity_program(setup: Setup):
+    """∂f/∂θ together with f and the statuses, from one forward-mode pass."""
+
     def run(theta, times, dose_values):
         def f(th):
-            return setup.outputs_flat(th, times, dose_values)
+            out, status = setup.outputs_flat(th, times, dose_values)
+            return out, (out, status)
 
-        return jax.jacfwd(f, has_aux=True)(theta)
+        S, (out, status) = jax.jacfwd(f, has_aux=True)(theta)
+        return S, out, status
 
     return run
 

@@ -179,6 +179,9 @@ def _one_fit(lik, u0, lo, hi, scale, max_iter):
             )
         )
         w = lik.mask / sigma
+        # An ODE solution is smooth in θ only to about the solver's rtol: asking the optimiser
+        # for relative reductions below that makes it wander in solver noise until max_nfev.
+        tol = max(1e-10, float(setup.model._solver_info().get("rtol", 0.0)))
 
         def residuals(u):
             th = to_theta(u)
@@ -191,7 +194,7 @@ def _one_fit(lik, u0, lo, hi, scale, max_iter):
 
         def jac(u):
             th = to_theta(u)
-            S, status = sens(th, *args)
+            S, _, status = sens(th, *args)
             setup.check_status(status, th)
             S = np.asarray(S)[lik.index]
             if scale == "log":
@@ -204,9 +207,9 @@ def _one_fit(lik, u0, lo, hi, scale, max_iter):
             jac=jac,
             method="trf" if has_bounds else "lm",
             bounds=(lo, hi) if has_bounds else (-np.inf, np.inf),
-            xtol=1e-12,
-            ftol=1e-12,
-            gtol=1e-12,
+            xtol=tol,
+            ftol=tol,
+            gtol=1e-8,
             max_nfev=max_iter * 10,
         )
         th = to_theta(res.x)

@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import FimkitError, ParameterError, describe
 from ..information.fim import FisherInformation
 from ..models.base import resolve_theta
-from ..prediction import Setup, _predict_program, _sensitivity_program
+from ..prediction import Setup, _sensitivity_program
 
 
 def _z(alpha: Any) -> float:
@@ -204,9 +204,8 @@ def prediction_variance(
     keep = [j for j, n in enumerate(fim.names) if n not in unknown]
     c = c[np.ix_(keep, keep)]
     args = (th, setup.times(), setup.dose_values)
-    S, status = setup.compiled("sensitivities", _sensitivity_program)(*args)
+    S, mu, status = setup.compiled("sensitivities", _sensitivity_program)(*args)
     setup.check_status(status, th)
-    mu, _ = setup.compiled("predict", _predict_program)(*args)
     S = np.asarray(S)[:, idx]
     if fim.scale == "log":
         S = S * th[idx]
