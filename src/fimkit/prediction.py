@@ -302,10 +302,9 @@ def sensitivities(model: AbstractModel, theta: Any, design: Any) -> np.ndarray:
     """
     setup = Setup.build(model, design, None, need_noise=False)
     th = setup.theta(theta)
-    jac = setup.compiled("sensitivities", _sensitivity_program)(
+    S, _, status = setup.compiled("sensitivities", _sensitivity_program)(
         th, setup.times(), setup.dose_values
     )
-    S, status = jac
     setup.check_status(status, th)
     return np.asarray(S)
 
