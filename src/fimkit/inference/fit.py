@@ -29,7 +29,7 @@ from ..information.fim import FisherInformation, _check_scale, fisher_informatio
 from ..information.observed import observed_information, sandwich_covariance
 from ..likelihood import Likelihood
 from ..noise import Gaussian
-from ..prediction import _predict_program, _sensitivity_program
+from ..prediction import _sensitivity_program
 from ..report.tables import Table, fmt
 from .intervals import Intervals, wald_intervals
 
@@ -169,7 +169,6 @@ def _one_fit(lik, u0, lo, hi, scale, max_iter):
     has_bounds = bool(np.isfinite(lo).any() or np.isfinite(hi).any())
     if _least_squares_problem(lik):
         sens = setup.compiled("sensitivities", _sensitivity_program)
-        pred = setup.compiled("predict", _predict_program)
         args = (setup.times(), setup.dose_values)
         sigma = np.sqrt(
             np.asarray(
@@ -183,22 +182,34 @@ def _one_fit(lik, u0, lo, hi, scale, max_iter):
         # for relative reductions below that makes it wander in solver noise until max_nfev.
         tol = max(1e-10, float(setup.model._solver_info().get("rtol", 0.0)))
 
+        # Trust-region least squares accepts almost every trial step, and then asks for the
+        # Jacobian at the point it just evaluated: one forward pass gives both.
+        last: dict[str, Any] = {}
+
+        def evaluate(u):
+            key = np.asarray(u).tobytes()
+            if last.get("key") != key:
+                th = to_theta(u)
+                S, f, status = sens(th, *args)
+                status = np.asarray(status)
+                last.update(key=key, th=th, S=S, f=f, status=status, ok=bool(np.all(status == 0)))
+            return last
+
         def residuals(u):
-            th = to_theta(u)
-            f, status = pred(th, *args)
-            if np.any(np.asarray(status) != 0) or not np.all(np.isfinite(th)):
+            e = evaluate(u)
+            if not e["ok"] or not np.all(np.isfinite(e["th"])):
                 # A trial step the model cannot simulate: a large residual makes the optimiser
                 # shrink its step instead of aborting the fit.
                 return np.full(w.size, 1e10)
-            return w * (lik.y - np.asarray(f)[lik.index])
+            return w * (lik.y - np.asarray(e["f"])[lik.index])
 
         def jac(u):
-            th = to_theta(u)
-            S, _, status = sens(th, *args)
-            setup.check_status(status, th)
-            S = np.asarray(S)[lik.index]
+            e = evaluate(u)
+            if not e["ok"]:
+                setup.check_status(e["status"], e["th"])
+            S = np.asarray(e["S"])[lik.index]
             if scale == "log":
-                S = S * th
+                S = S * e["th"]
             return -(w[:, None] * S)
 
         res = optimize.least_squares(
