@@ -97,3 +97,19 @@ def test_delta_method_keeps_parameters_outside_the_fim_fixed(pk):
     c = np.linalg.inv(F.matrix)
     # d(D/V)/d log V = −D/V; D is fixed.
     np.testing.assert_allclose(float(res.se), 10.0 * np.sqrt(c[1, 1]), rtol=1e-10)
+
+
+def test_identifiable_combination_of_a_singular_fim_has_a_finite_bound():
+    ex = fk.examples.pk_bolus()
+    F = fk.fisher_information(ex.model, ex.theta, ex.design, noise=ex.noise, scale="log")
+    # log(D/V) moves orthogonally to the (1, 1, 1) null direction: it is identifiable.
+    res = fk.delta_method(lambda p: jnp.log(p["D"] / p["V"]), ex.theta, F)
+    # Closed form: the reduced model C = C0·exp(−k t) with u = (log C0, log k) has the same
+    # information as (log D/V, log CL/V); its inverse gives Var(log C0).
+    t = np.asarray(ex.design.times)
+    c = 10.0 * np.exp(-0.2 * t)
+    J = np.stack([c, -0.2 * t * c], axis=1)
+    var = np.linalg.inv(J.T @ J)[0, 0]
+    np.testing.assert_allclose(float(res.se) ** 2, var, rtol=1e-8)
+    with pytest.raises(fk.errors.SingularFIMError, match="CL"):
+        fk.delta_method(lambda p: p["CL"], ex.theta, F)

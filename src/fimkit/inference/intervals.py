@@ -126,10 +126,10 @@ def delta_method(
     if not callable(g):
         raise FimkitError(f"The 'g' argument of delta_method must be callable. Got {describe(g)}.")
     log = False
-    if isinstance(cov, FisherInformation):
-        names = cov.names
-        c = cov.cov()
-        log = cov.scale == "log"
+    fim = cov if isinstance(cov, FisherInformation) else None
+    if fim is not None:
+        names = fim.names
+        log = fim.scale == "log"
     else:
         if names is None:
             if not isinstance(theta, Mapping):
@@ -164,7 +164,7 @@ def delta_method(
     u0 = jnp.log(th) if log else jnp.asarray(th)
     value = np.asarray(h(u0))
     grad = np.asarray(jax.jacfwd(h)(u0)).reshape(value.size, len(names))
-    var = grad @ c @ grad.T
+    var = fim.cov_of(grad) if fim is not None else grad @ c @ grad.T
     se = np.sqrt(np.clip(np.diag(var), 0, None)).reshape(value.shape)
     return DeltaResult(value, se, var, grad, value - z * se, value + z * se, float(alpha))
 
@@ -197,19 +197,15 @@ def prediction_variance(
         raise FimkitError(f"The 'fim' argument must be a FisherInformation. Got {describe(fim)}.")
     setup = Setup.build(model, design, None, need_noise=False)
     th = setup.theta(theta)
-    unknown = [n for n in fim.names if n not in setup.names]
-    idx = [setup.names.index(n) for n in fim.names if n in setup.names]
-    c = fim.cov()
-    # Noise parameters do not move the predictions: their rows of the sensitivity are zero.
-    keep = [j for j, n in enumerate(fim.names) if n not in unknown]
-    c = c[np.ix_(keep, keep)]
+    # Noise parameters do not move the predictions: their columns of the gradient are zero.
+    keep = [j for j, n in enumerate(fim.names) if n in setup.names]
+    idx = [setup.names.index(fim.names[j]) for j in keep]
     args = (th, setup.times(), setup.dose_values)
     S, mu, status = setup.compiled("sensitivities", _sensitivity_program)(*args)
     setup.check_status(status, th)
-    S = np.asarray(S)[:, idx]
-    if fim.scale == "log":
-        S = S * th[idx]
-    var = np.einsum("ij,jk,ik->i", S, c, S)
+    G = np.zeros((np.shape(S)[0], fim.size))
+    G[:, keep] = np.asarray(S)[:, idx] * (th[idx] if fim.scale == "log" else 1.0)
+    var = np.diag(fim.cov_of(G))
     se_flat = np.sqrt(np.clip(var, 0, None))
     mu = np.asarray(mu)
     means, ses, start = [], [], 0

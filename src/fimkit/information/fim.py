@@ -198,6 +198,29 @@ class FisherInformation:
         inv = (v[:, keep] / w[keep]) @ v[:, keep].T
         return 0.5 * (inv + inv.T)
 
+    def cov_of(self, gradients: np.ndarray, *, rtol: float | None = None) -> np.ndarray:
+        """G I⁻¹ Gᵀ: the delta-method covariance of quantities with gradients G (rows, on this
+        information's scale).
+
+        A singular information still bounds a quantity whose gradient has no component along the
+        null space (an identifiable combination, such as D/V in the one-compartment bolus model):
+        then the pseudo-inverse gives the exact answer. A gradient with a component along the null
+        space raises `SingularFIMError` naming the direction.
+        """
+        g = np.atleast_2d(np.asarray(gradients, dtype=np.float64))
+        rtol = _check_rtol(rtol)
+        w, v = np.linalg.eigh(self.matrix)
+        keep = w > self._tolerance(rtol)
+        if not keep.all():
+            null = v[:, ~keep]
+            leak = np.linalg.norm(g @ null, axis=1)
+            scale = np.maximum(np.linalg.norm(g, axis=1), np.finfo(float).tiny)
+            if np.any(leak > 1e-6 * scale):
+                self.cov()  # raises SingularFIMError with the null directions named
+        inv = (v[:, keep] / w[keep]) @ v[:, keep].T
+        out = g @ inv @ g.T
+        return 0.5 * (out + out.T)
+
     def standard_errors(self) -> dict[str, float]:
         """Lower bounds on the standard errors, sqrt([I⁻¹]_jj), on this information's scale."""
         return dict(zip(self.names, np.sqrt(np.diag(self.cov())).tolist(), strict=True))
