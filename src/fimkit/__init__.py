@@ -32,6 +32,9 @@ from .inference.intervals import PredictionBand as PredictionBand
 from .inference.intervals import delta_method as delta_method
 from .inference.intervals import prediction_variance as prediction_variance
 from .inference.intervals import wald_intervals as wald_intervals
+from .inference.profile import Profile as Profile
+from .inference.profile import ProfileLikelihood as ProfileLikelihood
+from .inference.profile import profile_likelihood as profile_likelihood
 from .inference.study import PrecisionReport as PrecisionReport
 from .inference.study import StudyResult as StudyResult
 from .inference.study import precision_report as precision_report

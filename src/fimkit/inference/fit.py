@@ -78,7 +78,7 @@ class FitResult:
 
     **Fields:** `names`, `theta` (linear scale), `params` (dict), `loglike`, `success`, `message`,
     `n_iterations`, `scale` (of the optimisation and of the covariances), `starts` (log-likelihood and
-    success of each start). **Methods:** `cov(kind)`, `fim(kind)`, `conf_int(alpha, kind)`,
+    success of each start), `bounds` (as given, linear scale). **Methods:** `cov(kind)`, `fim(kind)`, `conf_int(alpha, kind)`,
     `summary()`.
     """
 
@@ -93,6 +93,7 @@ class FitResult:
     data: Data = field(repr=False)
     noise: Any = field(repr=False)
     starts: tuple[tuple[float, bool], ...] = ()
+    bounds: Mapping[str, tuple[float, float]] | None = None
 
     @property
     def params(self) -> dict[str, float]:
@@ -337,9 +338,23 @@ def fit(
             results.append(_one_fit(lik, np.asarray(u, dtype=float), lo, hi, scale, max_iter))
         except (FimkitError, np.linalg.LinAlgError) as exc:
             results.append((np.exp(u) if scale == "log" else u, -np.inf, False, str(exc), 0))
+    for i, r in enumerate(results):
+        if not np.isfinite(r[1]) and r[2]:
+            # The optimiser stopped "successfully" where the likelihood cannot be evaluated: it
+            # ran off along a direction the data do not determine.
+            at = dict(zip(names, np.asarray(r[0], dtype=float).tolist(), strict=True))
+            results[i] = (
+                r[0],
+                -np.inf,
+                False,
+                f"the optimiser ended at {at}, where the log-likelihood is not finite (it moved "
+                "along a direction the data do not determine; see fimkit.identifiability, fix a "
+                "parameter, or give bounds)",
+                r[4],
+            )
     finite = [r for r in results if np.isfinite(r[1])]
     if not finite:
-        raise FitError(f"Every start failed; the first error: {results[0][3]}")
+        raise FitError(f"Every start failed; the first: {results[0][3]}")
     best = max(finite, key=lambda r: r[1])
     th, value, success, message, n_iter = best
     result = FitResult(
@@ -354,6 +369,7 @@ def fit(
         data,
         lik.setup.noise,
         tuple((float(r[1]), bool(r[2])) for r in results),
+        None if bounds is None else {n: (float(a), float(b)) for n, (a, b) in bounds.items()},
     )
     if not success:
         warnings.warn(
