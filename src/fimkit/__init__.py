@@ -18,11 +18,13 @@ from .identifiability import EigenParameter as EigenParameter
 from .identifiability import Identifiability as Identifiability
 from .identifiability import PredictionUncertainty as PredictionUncertainty
 from .identifiability import Sloppiness as Sloppiness
+from .identifiability import StructuralIdentifiability as StructuralIdentifiability
 from .identifiability import Symmetry as Symmetry
 from .identifiability import identifiability as identifiability
 from .identifiability import plot_spectrum as plot_spectrum
 from .identifiability import prediction_uncertainty as prediction_uncertainty
 from .identifiability import sloppiness as sloppiness
+from .identifiability import structural_identifiability as structural_identifiability
 from .inference.fit import ConvergenceWarning as ConvergenceWarning
 from .inference.fit import FitResult as FitResult
 from .inference.fit import fit as fit
@@ -52,6 +54,7 @@ from .likelihood import score as score
 from .models.analytic import AnalyticModel as AnalyticModel
 from .models.base import AbstractModel as AbstractModel
 from .models.ode import ODEModel as ODEModel
+from .models.symbolic import SymbolicModel as SymbolicModel
 from .noise import Combined as Combined
 from .noise import Custom as Custom
 from .noise import Gaussian as Gaussian

@@ -2,7 +2,9 @@
 
 `identifiability` reads the rank, null space and readable combinations off a Fisher information;
 `sloppiness` its normalised eigenvalue spectrum; `prediction_uncertainty` splits the variance of a
-prediction over the eigen-directions. See ``docs/identifiability.md``.
+prediction over the eigen-directions; `structural_identifiability` decides local structural
+identifiability of a `SymbolicModel` exactly. See ``docs/identifiability.md`` and
+``docs/structural_identifiability.md``.
 """
 
 from .local import DEFAULT_RSE_THRESHOLD as DEFAULT_RSE_THRESHOLD
@@ -19,3 +21,7 @@ from .sloppiness import Sloppiness as Sloppiness
 from .sloppiness import plot_spectrum as plot_spectrum
 from .sloppiness import prediction_uncertainty as prediction_uncertainty
 from .sloppiness import sloppiness as sloppiness
+from .structural import LOCALLY_IDENTIFIABLE as LOCALLY_IDENTIFIABLE
+from .structural import STRUCTURAL_VERDICTS as STRUCTURAL_VERDICTS
+from .structural import StructuralIdentifiability as StructuralIdentifiability
+from .structural import structural_identifiability as structural_identifiability

@@ -912,7 +912,8 @@ def identifiability(
             if local and combinations:
                 notes.append(
                     "the combinations are identifiable to first order at θ; "
-                    "structural_identifiability decides whether they hold globally"
+                    "structural_identifiability (on a SymbolicModel) decides exactly which hold for "
+                    "every generic θ"
                 )
         if fim.scale == "lin" and np.all(fim.theta > 0):
             # A scaling symmetry shows on the linear scale as a null vector ∝ θ_j·n_j.
