@@ -336,3 +336,23 @@ def test_data_from_dataframe():
         fk.loglike(DECAY, THETA, fk.Data(T, F_TRUE), noise=fk.Gaussian(sigma=1.0)),
         rtol=1e-12,
     )
+
+
+def test_geodesic_lm_reaches_the_same_optimum():
+    rng = np.random.default_rng(4)
+    data = fk.Data(T, F_TRUE + 0.2 * rng.normal(size=T.size))
+    nz = fk.Gaussian(sigma=0.2)
+    plain = fk.fit(DECAY, data, noise=nz, theta0={"A": 3.0, "k": 1.0})
+    geo = fk.fit(DECAY, data, noise=nz, theta0={"A": 3.0, "k": 1.0}, method="geodesic-lm")
+    assert geo.success
+    np.testing.assert_allclose(geo.theta, plain.theta, rtol=1e-6)
+    with pytest.raises(fk.errors.FitError, match="least-squares"):
+        fk.fit(
+            DECAY,
+            data,
+            noise=fk.Gaussian(sigma="s"),
+            theta0={**THETA, "s": 1.0},
+            method="geodesic-lm",
+        )
+    with pytest.raises(fk.errors.FitError, match="method"):
+        fk.fit(DECAY, data, noise=nz, theta0=THETA, method="newton")

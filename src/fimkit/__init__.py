@@ -13,6 +13,15 @@ from .design import Bolus as Bolus
 from .design import Design as Design
 from .design import Group as Group
 from .design import Infusion as Infusion
+from .geometry import BoundaryLimit as BoundaryLimit
+from .geometry import Geodesic as Geodesic
+from .geometry import KLDivergence as KLDivergence
+from .geometry import MBAMResult as MBAMResult
+from .geometry import PathLength as PathLength
+from .geometry import geodesic as geodesic
+from .geometry import kl_divergence as kl_divergence
+from .geometry import mbam as mbam
+from .geometry import path_length as path_length
 from .identifiability import Combination as Combination
 from .identifiability import EigenParameter as EigenParameter
 from .identifiability import Identifiability as Identifiability

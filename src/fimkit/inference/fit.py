@@ -162,10 +162,22 @@ def _least_squares_problem(lik: Likelihood) -> bool:
     return type(noise) is Gaussian and not noise.param_names
 
 
-def _one_fit(lik, u0, lo, hi, scale, max_iter):
+def _one_fit(lik, u0, lo, hi, scale, max_iter, method="trust-region"):
     to_theta = (lambda u: np.exp(u)) if scale == "log" else (lambda u: np.asarray(u))
     setup = lik.setup
     from scipy import optimize
+
+    if method == "geodesic-lm":
+        from ..geometry.geodesic_lm import least_squares_functions, levenberg_marquardt
+
+        residuals, jacobian, avv = least_squares_functions(lik, scale)
+        tol = max(1e-10, float(setup.model._solver_info().get("rtol", 0.0)))
+        res = levenberg_marquardt(
+            residuals, jacobian, u0, avv=avv, max_iter=max_iter * 5, xtol=tol, ftol=tol, gtol=1e-8
+        )
+        th = to_theta(res.x)
+        value, _, _ = lik.evaluate(th)
+        return th, value, bool(res.success), str(res.message), int(res.n_iterations)
 
     has_bounds = bool(np.isfinite(lo).any() or np.isfinite(hi).any())
     if _least_squares_problem(lik):
@@ -290,6 +302,7 @@ def fit(
     multistart: int = 0,
     key: int = 0,
     max_iter: int = 200,
+    method: str = "trust-region",
 ) -> FitResult:
     """Maximum-likelihood estimate of all parameters (model and noise) from `data`.
 
@@ -302,6 +315,10 @@ def fit(
     - `multistart`: number of extra starts, drawn by Latin hypercube sampling within `bounds`
       (which must then bound every parameter); the best log-likelihood wins.
     - `key`: seed of the Latin hypercube.
+    - `method`: ``"trust-region"`` (default: Levenberg–Marquardt / trust-region reflective least
+      squares, or trust-region Newton on −ℓ) or ``"geodesic-lm"`` (geodesic-accelerated
+      Levenberg–Marquardt, Transtrum & Sethna, for sloppy least-squares problems: Gaussian noise
+      with known σ, no bounds on the optimisation itself).
 
     **Returns:** a `FitResult`. A fit that does not converge says so in `success` and `message`
     and emits a `ConvergenceWarning`; it never reports success silently.
@@ -315,6 +332,21 @@ def fit(
     if np.any(u0 < lo) or np.any(u0 > hi):
         outside = [n for j, n in enumerate(names) if not lo[j] <= u0[j] <= hi[j]]
         raise FitError(f"The start 'theta0' lies outside the bounds for {outside}.")
+    if method not in ("trust-region", "geodesic-lm"):
+        raise FitError(
+            f"The 'method' argument must be 'trust-region' or 'geodesic-lm'. Got {describe(method)}."
+        )
+    if method == "geodesic-lm":
+        if not _least_squares_problem(lik):
+            raise FitError(
+                "method='geodesic-lm' needs a least-squares problem: Gaussian noise with a known σ. "
+                f"Got noise {lik.setup.noise}."
+            )
+        if bounds is not None and not multistart:
+            raise FitError(
+                "method='geodesic-lm' does not take bounds (they are used only to draw multistart "
+                f"starts). Got bounds={bounds!r} with multistart=0."
+            )
     starts = [u0]
     if isinstance(multistart, bool) or not isinstance(multistart, int) or multistart < 0:
         raise FitError(
@@ -335,7 +367,9 @@ def fit(
     results = []
     for u in starts:
         try:
-            results.append(_one_fit(lik, np.asarray(u, dtype=float), lo, hi, scale, max_iter))
+            results.append(
+                _one_fit(lik, np.asarray(u, dtype=float), lo, hi, scale, max_iter, method)
+            )
         except (FimkitError, np.linalg.LinAlgError) as exc:
             results.append((np.exp(u) if scale == "log" else u, -np.inf, False, str(exc), 0))
     for i, r in enumerate(results):
