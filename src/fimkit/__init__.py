@@ -8,6 +8,7 @@ __version__ = "0.1.0"
 from . import _jax as _jax  # float64 and the compilation cache, before anything else
 from . import errors as errors
 from . import examples as examples
+from . import oed as oed
 from .data import Data as Data
 from .design import Bolus as Bolus
 from .design import Design as Design
@@ -74,6 +75,29 @@ from .noise import NoiseModel as NoiseModel
 from .noise import Poisson as Poisson
 from .noise import Proportional as Proportional
 from .noise import StudentT as StudentT
+from .oed import AOptimal as AOptimal
+from .oed import ApproximateDesign as ApproximateDesign
+from .oed import COptimal as COptimal
+from .oed import Criterion as Criterion
+from .oed import DesignComparison as DesignComparison
+from .oed import DesignGradient as DesignGradient
+from .oed import DesignResult as DesignResult
+from .oed import DesignSpace as DesignSpace
+from .oed import DOptimal as DOptimal
+from .oed import DsOptimal as DsOptimal
+from .oed import EOptimal as EOptimal
+from .oed import EquivalenceCertificate as EquivalenceCertificate
+from .oed import Expected as Expected
+from .oed import ExpectedDet as ExpectedDet
+from .oed import ExpectedLogDet as ExpectedLogDet
+from .oed import GroupSpace as GroupSpace
+from .oed import InformationTrace as InformationTrace
+from .oed import ModifiedEOptimal as ModifiedEOptimal
+from .oed import design_gradient as design_gradient
+from .oed import equivalence_check as equivalence_check
+from .oed import evaluate_design as evaluate_design
+from .oed import optimal_weights as optimal_weights
+from .oed import optimize_design as optimize_design
 from .prediction import Prediction as Prediction
 from .prediction import parameter_names as parameter_names
 from .prediction import predict as predict
