@@ -379,18 +379,30 @@ def _jsonable(x: Any) -> Any:
     return str(x)
 
 
+def information_terms(setup: Setup, theta, times, dose_values):
+    """The pieces of the exact information, per observation, from one forward-mode pass.
+
+    Returns (S, G, w_loc, w_disp, loc, disp, status): S = ∂loc/∂θ and G = ∂disp/∂θ (rows per
+    flattened observation), the noise model's per-observation information about (loc, disp), and
+    what they were computed from. I = Sᵀ diag(n·w_loc) S + Gᵀ diag(n·w_disp) G. Shared by the FIM
+    and by the design optimiser, which needs the terms per sampling time.
+    """
+
+    def f(th):
+        loc, disp, status = setup.location_dispersion(th, times, dose_values)
+        return jnp.concatenate([loc, disp]), (loc, disp, status)
+
+    jac, (loc, disp, status) = jax.jacfwd(f, has_aux=True)(theta)
+    n = loc.shape[0]
+    w_loc, w_disp = setup.noise._weights(loc, disp)
+    return jac[:n], jac[n:], w_loc, w_disp, loc, disp, status
+
+
 def _fim_program(setup: Setup):
     weights = jnp.asarray(setup.weights())
 
     def run(theta, times, dose_values):
-        def f(th):
-            loc, disp, status = setup.location_dispersion(th, times, dose_values)
-            return jnp.concatenate([loc, disp]), (loc, disp, status)
-
-        jac, (loc, disp, status) = jax.jacfwd(f, has_aux=True)(theta)
-        n = loc.shape[0]
-        S, G = jac[:n], jac[n:]
-        w_loc, w_disp = setup.noise._weights(loc, disp)
+        S, G, w_loc, w_disp, loc, disp, status = information_terms(setup, theta, times, dose_values)
         matrix = S.T @ (S * (weights * w_loc)[:, None]) + G.T @ (G * (weights * w_disp)[:, None])
         return matrix, loc, disp, status
 

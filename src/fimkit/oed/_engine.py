@@ -29,7 +29,7 @@ import numpy as np
 
 from ..design import Design
 from ..errors import FimkitError, ParameterError, describe
-from ..information.fim import FisherInformation, _check_scale
+from ..information.fim import FisherInformation, _check_scale, information_terms
 from ..prediction import Setup
 from .criteria import Context, as_criterion
 from .robust import RobustCriterion
@@ -45,19 +45,13 @@ def _elements(setup: Setup):
     n_out = [len(ix) for ix in setup.output_index]
 
     def run(theta, times, dose_values):
-        def f(th):
-            loc, disp, status = setup.location_dispersion(th, times, dose_values)
-            return jnp.concatenate([loc, disp]), (loc, disp, status)
-
-        jac, (loc, disp, status) = jax.jacfwd(f, has_aux=True)(theta)
-        n = loc.shape[0]
-        S, G = jac[:n], jac[n:]
-        w_loc, w_disp = setup.noise._weights(loc, disp)
+        S, G, w_loc, w_disp, _, _, status = information_terms(setup, theta, times, dose_values)
         ok = (
             jnp.all(status == 0)
             & jnp.all(jnp.isfinite(w_loc))
             & jnp.all(jnp.isfinite(w_disp))
-            & jnp.all(jnp.isfinite(jac))
+            & jnp.all(jnp.isfinite(S))
+            & jnp.all(jnp.isfinite(G))
         )
         out, start = [], 0
         for k, m in zip(sizes, n_out, strict=True):
