@@ -64,6 +64,11 @@ from .likelihood import score as score
 from .models.analytic import AnalyticModel as AnalyticModel
 from .models.base import AbstractModel as AbstractModel
 from .models.ode import ODEModel as ODEModel
+from .models.petab import PetabProblem as PetabProblem
+from .models.petab import lint_petab as lint_petab
+from .models.petab import load_petab as load_petab
+from .models.sbml import SBMLModel as SBMLModel
+from .models.sbml import load_sbml as load_sbml
 from .models.symbolic import SymbolicModel as SymbolicModel
 from .noise import Combined as Combined
 from .noise import Custom as Custom
