@@ -178,3 +178,99 @@ def test_selected_outputs_per_group():
         noise=ex.noise,
     )
     np.testing.assert_allclose(split.matrix, full.matrix, rtol=1e-10)
+
+
+# -- fimkit's own Tsit5 loop (models/_rk.py) against diffrax ------------------------------------
+def _cascade_with(solver):
+    ex = fk.examples.kinase_cascade()
+    m = ex.model
+    model = fk.ODEModel(
+        m.rhs,
+        np.zeros(6),
+        m.observe,
+        params=m.params,
+        states=m.states,
+        outputs=m.outputs,
+        solver=solver,
+    )
+    return ex, model
+
+
+def test_own_tsit5_loop_matches_diffrax_tsit5():
+    import diffrax
+
+    ex, own = _cascade_with("tsit5")
+    _, ref = _cascade_with(diffrax.Tsit5())
+    assert own._own_loop and not ref._own_loop
+    F_own = fk.fisher_information(own, ex.theta, ex.design, noise=ex.noise, scale="log").matrix
+    F_ref = fk.fisher_information(ref, ex.theta, ex.design, noise=ex.noise, scale="log").matrix
+    # Same method, controller and dense output: the two agree far below the solver tolerance.
+    np.testing.assert_allclose(F_own, F_ref, rtol=1e-7, atol=1e-9 * np.abs(F_ref).max())
+
+
+def test_own_tsit5_dense_output_is_the_method():
+    from fimkit.models import _rk
+
+    # b_i(1) are the weights of the step, and Σ b_i(θ) = θ (consistency of the interpolant).
+    np.testing.assert_allclose(_rk._R.sum(axis=1), _rk._B, atol=1e-14)
+    np.testing.assert_allclose(_rk._R.sum(axis=0), [1.0, 0.0, 0.0, 0.0], atol=1e-13)
+    np.testing.assert_allclose(_rk._E.sum(), 0.0, atol=1e-14)
+
+
+def test_own_tsit5_time_derivative_is_the_right_hand_side():
+    import jax
+
+    from fimkit.models._rk import tsit5_solve
+
+    def field(t, y, k):
+        return jnp.stack([-k * y[0] + jnp.sin(t), y[0] - 0.5 * y[1]])
+
+    ts = jnp.array([0.0, 0.3, 1.7, 2.0, 2.0, 4.5])
+
+    def states(ts):
+        ys, _, _ = tsit5_solve(
+            field,
+            0.0,
+            5.0,
+            jnp.array([1.0, 0.0]),
+            ts,
+            0.7,
+            rtol=1e-10,
+            atol=1e-12,
+            max_steps=10_000,
+        )
+        return ys
+
+    ys, dys = jax.jvp(states, (ts,), (jnp.ones_like(ts),))
+    f = jax.vmap(lambda t, y: field(t, y, 0.7))(ts, ys)
+    np.testing.assert_allclose(dys, f, rtol=1e-6, atol=1e-8)
+    # And the states themselves against a tight scipy solution.
+    from scipy.integrate import solve_ivp
+
+    sol = solve_ivp(
+        lambda t, y: np.asarray(field(t, y, 0.7)),
+        (0, 5),
+        [1.0, 0.0],
+        t_eval=np.unique(np.asarray(ts)),
+        rtol=1e-12,
+        atol=1e-14,
+        method="DOP853",
+    )
+    ref = sol.y.T[np.searchsorted(np.unique(np.asarray(ts)), np.asarray(ts))]
+    np.testing.assert_allclose(ys, ref, rtol=1e-8, atol=1e-10)
+
+
+def test_own_tsit5_reports_max_steps_and_blow_up():
+    def rhs(t, y, p):
+        return [p["a"] * y[0] ** 2]
+
+    def observe(t, y, p):
+        return y[0]
+
+    short = fk.ODEModel(rhs, [1.0], observe, params=["a"], states=["y"], max_steps=2)
+    with pytest.raises(fk.errors.SolverError, match="max"):
+        fk.predict(short, {"a": 0.1}, [1.0, 2.0])
+    # y' = y², y(0) = 1 blows up at t = 1.
+    blow = fk.ODEModel(rhs, [1.0], observe, params=["a"], states=["y"], max_steps=2000)
+    with pytest.raises(fk.errors.SolverError):
+        fk.predict(blow, {"a": 1.0}, [0.5, 2.0])

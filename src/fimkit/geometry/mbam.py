@@ -323,7 +323,7 @@ def _substituted(model: Any, params: list[str], substitute) -> Any:
             states=model.states,
             outputs=model.outputs,
             t0=model.t0,
-            solver=model.solver,
+            solver=model.solver_spec,
             rtol=model.rtol,
             atol=model.atol,
             max_steps=model.max_steps,

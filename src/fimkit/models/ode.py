@@ -1,10 +1,12 @@
-"""ODE models solved with diffrax, with bolus and infusion dosing from the design.
+"""ODE models, with bolus and infusion dosing from the design.
+
+The default explicit solver (Tsit5) runs in fimkit's own loop (`_rk`); the others in diffrax.
 
 Sensitivities come from forward-mode automatic differentiation through the solve
-(`diffrax.ForwardMode`): the derivatives are exact for the numerical solution, with no finite
-differences. Doses split the time axis into segments: each segment is one `diffeqsolve`, a bolus is a
-jump of the state between segments, and an infusion is a constant rate added to the derivative on the
-segments it covers, so the solver never steps across a discontinuity.
+(`diffrax.ForwardMode`, or through fimkit's loop): the derivatives are exact for the numerical
+solution, with no finite differences. Doses split the time axis into segments: each segment is one
+solve, a bolus is a jump of the state between segments, and an infusion is a constant rate added to
+the derivative on the segments it covers, so the solver never steps across a discontinuity.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import optimistix as optx
 
 from ..design import Bolus, Group, Infusion
 from ..errors import DesignError, ModelError, describe
+from ._rk import tsit5_solve
 from .base import (
     STATUS_MAX_STEPS,
     STATUS_NONFINITE,
@@ -31,7 +34,7 @@ from .base import (
 )
 
 EXPLICIT_SOLVERS = {
-    "tsit5": diffrax.Tsit5,
+    "tsit5": diffrax.Tsit5,  # run by fimkit's own loop (`_rk.tsit5_solve`) unless given as an instance
     "dopri5": diffrax.Dopri5,
     "dopri8": diffrax.Dopri8,
 }
@@ -121,7 +124,7 @@ def _vector(value: Any, n: int, what: str, owner: str):
 
 
 class ODEModel(AbstractModel):
-    """A model defined by ordinary differential equations, solved with diffrax.
+    """A model defined by ordinary differential equations.
 
     **Arguments:**
     - `rhs`: ``rhs(t, y, p)`` returns dy/dt; `y` is the state vector in `states` order and `p` a dict
@@ -130,7 +133,8 @@ class ODEModel(AbstractModel):
     - `observe`: ``observe(t, y, p)`` returns the outputs (a scalar for one output, else a sequence).
     - `params`, `states`, `outputs`: names.
     - `t0`: the initial time (default 0).
-    - `solver`: ``"tsit5"`` (default; explicit, for non-stiff systems), ``"dopri5"``, ``"dopri8"``,
+    - `solver`: ``"tsit5"`` (default; explicit, for non-stiff systems; fimkit's own integrator
+      loop, see `fimkit.models._rk`), ``"dopri5"``, ``"dopri8"`` (diffrax),
       or an implicit solver for stiff systems: ``"kvaerno5"`` (recommended) or ``"kvaerno3"``.
       A diffrax solver instance is accepted too.
     - `rtol`, `atol`: tolerances of the adaptive step size control (defaults 1e-8, 1e-10).
@@ -203,6 +207,10 @@ class ODEModel(AbstractModel):
             )
         self.rtol, self.atol, self.max_steps = float(rtol), float(atol), int(max_steps)
         self.solver_name, self.solver = self._make_solver(solver)
+        # What the user asked for, to rebuild an equivalent model (e.g. a reduced one).
+        self.solver_spec = self.solver_name if isinstance(solver, str) else self.solver
+        # Tsit5 by name runs in fimkit's own integrator (`_rk`); a diffrax instance runs in diffrax.
+        self._own_loop = isinstance(solver, str) and self.solver_name == "tsit5"
         self._name = name or getattr(rhs, "__name__", "ODEModel")
         self._freeze()
 
@@ -294,6 +302,21 @@ class ODEModel(AbstractModel):
             inflow = jnp.zeros(n_states)
             for i, src, duration in schedule.rates[k]:
                 inflow = inflow.at[i].add(value(src) if duration is None else value(src) / duration)
+            if self._own_loop:
+                ys, y, seg_status = tsit5_solve(
+                    field,
+                    start,
+                    stop,
+                    y,
+                    jnp.clip(ts, start, stop),
+                    (p, inflow),
+                    rtol=self.rtol,
+                    atol=self.atol,
+                    max_steps=self.max_steps,
+                )
+                status = jnp.where(status == STATUS_OK, seg_status, status)
+                saved.append(ys)
+                continue
             sol = diffrax.diffeqsolve(
                 term,
                 self.solver,
