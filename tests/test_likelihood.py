@@ -338,6 +338,39 @@ def test_data_from_dataframe():
     )
 
 
+def test_data_from_dataframe_matched_to_a_design_with_doses():
+    pd = pytest.importorskip("pandas")
+    ex = fk.examples.pk_oral_ode()
+    design = fk.Design(
+        groups=[
+            fk.Group(times=[0.5, 1.0, 2.0, 4.0], doses=ex.design.groups[0].doses),
+            fk.Group(times=[1.0, 3.0, 6.0], doses=ex.design.groups[0].doses, n=1),
+        ]
+    )
+    pred = fk.predict(ex.model, ex.theta, design)
+    out = ex.model.outputs[0]
+    rows = []
+    for label, gi in (("b", 1), ("a", 0)):  # groups match the design by sorted label
+        for t, v in zip(design.groups[gi].times, pred.values[gi][:, 0], strict=True):
+            rows.append({"time": t + 1e-14, "output": out, "value": v, "arm": label})
+    df = pd.DataFrame(rows[:-1])  # the last time of arm b is not measured
+    with pytest.raises(fk.errors.DataError, match="missing"):
+        fk.Data.from_dataframe(df, group="arm", design=design)
+    data = fk.Data.from_dataframe(df, group="arm", design=design, drop_missing=True)
+    assert data.design.groups[0].doses == design.groups[0].doses
+    np.testing.assert_allclose(data.design.groups[1].times, design.groups[1].times, rtol=0, atol=0)
+    # The data are the predictions themselves: a σ-free residual of zero everywhere measured.
+    ll = fk.loglike(ex.model, ex.theta, data, noise=fk.Gaussian(sigma=1.0))
+    n = data.n_values
+    np.testing.assert_allclose(ll, -0.5 * n * np.log(2 * np.pi), rtol=1e-9)
+    # Rows at times the design does not sample, or of outputs it does not measure, are errors.
+    bad = pd.concat([df, pd.DataFrame([{"time": 5.0, "output": out, "value": 1.0, "arm": "a"}])])
+    with pytest.raises(fk.errors.DataError, match=r"data times \[5.0\].*not in the design"):
+        fk.Data.from_dataframe(bad, group="arm", design=design, drop_missing=True)
+    with pytest.raises(fk.errors.DataError, match="design has 2"):
+        fk.Data.from_dataframe(df, design=design)
+
+
 def test_geodesic_lm_reaches_the_same_optimum():
     rng = np.random.default_rng(4)
     data = fk.Data(T, F_TRUE + 0.2 * rng.normal(size=T.size))

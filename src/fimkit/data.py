@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .design import Design, Group
+from .design import Design, Group, as_design
 from .errors import DataError, describe
 
 
@@ -120,9 +120,15 @@ class Data:
         group: str | None = None,
         subject: str | None = None,
         drop_missing: bool = False,
+        design: Any = None,
     ) -> Data:
         """Data from a long-format table (one row per observation): time, output, value[, group,
         subject]. Every subject of a group must be measured at the same times (NaN where missing).
+
+        With `design`, the data are matched to it: group k of the table (in the order of its
+        `group` labels, sorted) is group k of the design, which supplies the doses; every time and
+        output of the table must be in that design group, and design times or outputs the table
+        has no rows for are missing values (allowed with ``drop_missing=True``).
         """
         try:
             import pandas as pd
@@ -138,27 +144,75 @@ class Data:
             raise DataError(
                 f"The data frame has no column(s) {missing}; it has {list(df.columns)}."
             )
+        if design is not None:
+            design = as_design(design)
+        grouped = list(df.groupby(group, sort=True)) if group else [(None, df)]
+        if design is not None and len(grouped) != len(design.groups):
+            raise DataError(
+                f"The data frame has {len(grouped)} group(s) but the design has "
+                f"{len(design.groups)}: each group of the table is matched to the design group at "
+                f"the same position. Got group labels {[k for k, _ in grouped]}."
+            )
         pairs = []
-        for _, gdf in df.groupby(group, sort=False) if group else [(None, df)]:
+        for gi, (label, gdf) in enumerate(grouped):
             subj = gdf[subject] if subject else pd.Series(0, index=gdf.index)
-            table = gdf.assign(_subject=subj.values).pivot_table(
-                index=["_subject", time],
+            gdf = gdf.assign(_subject=subj.values, _time=gdf[time].astype(float).values)
+            doses: Any = ()
+            if design is not None:
+                times, outputs, doses, snapped = _match_group(
+                    design.groups[gi], gdf["_time"].to_numpy(), gdf[output], gi, label
+                )
+                gdf = gdf.assign(_time=snapped)
+            table = gdf.pivot_table(
+                index=["_subject", "_time"],
                 columns=output,
                 values=value,
                 aggfunc="first",
                 dropna=False,
             )
-            outputs = [str(c) for c in table.columns]
-            times = np.sort(gdf[time].unique().astype(float))
+            table.columns = [str(c) for c in table.columns]
+            if design is None:
+                outputs = list(table.columns)
+                times = np.sort(gdf["_time"].unique())
+            else:
+                table = table.reindex(columns=outputs)
             subjects = list(dict.fromkeys(subj.tolist()))
-            full = pd.MultiIndex.from_product([subjects, times], names=["_subject", time])
+            full = pd.MultiIndex.from_product([subjects, times], names=["_subject", "_time"])
             arr = table.reindex(full).to_numpy(dtype=float).reshape(len(subjects), len(times), -1)
-            pairs.append((Group(times, outputs, (), len(subjects)), arr))
+            pairs.append((Group(times, outputs, doses, len(subjects)), arr))
         return cls(_groups=pairs, drop_missing=drop_missing)
 
     @property
     def n_values(self) -> int:
         return int(sum(m.sum() for m in self.mask))
+
+
+def _match_group(g: Group, times: np.ndarray, outputs: Any, gi: int, label: Any):
+    """The design group's times, outputs and doses for one table group, and each row's time
+    snapped to the design time it matches; data outside the design group is an error."""
+    where = (
+        f"group {label!r} of the data frame (design group {gi})"
+        if label is not None
+        else f"the data frame (design group {gi})"
+    )
+    known = g.times
+    close = np.isclose(times[:, None], known[None, :], rtol=1e-12, atol=1e-12)
+    hit = close.any(axis=1)
+    if not hit.all():
+        raise DataError(
+            f"The data times {np.unique(times[~hit]).tolist()} of {where} are not in the design; "
+            f"the design group samples at {known.tolist()}. Add them to the design or drop those "
+            "rows."
+        )
+    names = [str(o) for o in dict.fromkeys(outputs.tolist())]
+    design_outputs = list(g.outputs) if g.outputs is not None else names
+    unknown = [o for o in names if o not in design_outputs]
+    if unknown:
+        raise DataError(
+            f"The data of {where} measure output(s) {unknown} that the design group does not; its "
+            f"outputs are {design_outputs}."
+        )
+    return known, design_outputs, g.doses, known[close.argmax(axis=1)]
 
 
 __all__ = ["Data"]
