@@ -28,13 +28,11 @@ from .identifiability import EigenParameter as EigenParameter
 from .identifiability import Identifiability as Identifiability
 from .identifiability import PredictionUncertainty as PredictionUncertainty
 from .identifiability import Sloppiness as Sloppiness
-from .identifiability import StructuralIdentifiability as StructuralIdentifiability
 from .identifiability import Symmetry as Symmetry
 from .identifiability import identifiability as identifiability
 from .identifiability import plot_spectrum as plot_spectrum
 from .identifiability import prediction_uncertainty as prediction_uncertainty
 from .identifiability import sloppiness as sloppiness
-from .identifiability import structural_identifiability as structural_identifiability
 from .inference.fit import ConvergenceWarning as ConvergenceWarning
 from .inference.fit import FitResult as FitResult
 from .inference.fit import fit as fit
@@ -64,12 +62,6 @@ from .likelihood import score as score
 from .models.analytic import AnalyticModel as AnalyticModel
 from .models.base import AbstractModel as AbstractModel
 from .models.ode import ODEModel as ODEModel
-from .models.petab import PetabProblem as PetabProblem
-from .models.petab import lint_petab as lint_petab
-from .models.petab import load_petab as load_petab
-from .models.sbml import SBMLModel as SBMLModel
-from .models.sbml import load_sbml as load_sbml
-from .models.symbolic import SymbolicModel as SymbolicModel
 from .noise import Combined as Combined
 from .noise import Custom as Custom
 from .noise import Gaussian as Gaussian
@@ -98,6 +90,8 @@ from .oed import ExpectedLogDet as ExpectedLogDet
 from .oed import GroupSpace as GroupSpace
 from .oed import InformationTrace as InformationTrace
 from .oed import ModifiedEOptimal as ModifiedEOptimal
+from .oed import PetabDesignResult as PetabDesignResult
+from .oed import PetabDesignSpace as PetabDesignSpace
 from .oed import design_gradient as design_gradient
 from .oed import equivalence_check as equivalence_check
 from .oed import evaluate_design as evaluate_design
@@ -107,3 +101,30 @@ from .prediction import Prediction as Prediction
 from .prediction import parameter_names as parameter_names
 from .prediction import predict as predict
 from .prediction import sensitivities as sensitivities
+
+# Loaded on first use: these need sympy (and python-libsbml / petab), which take a third of a second
+# or more to import, and most sessions never touch them.
+_LAZY = {
+    "StructuralIdentifiability": "fimkit.identifiability",
+    "structural_identifiability": "fimkit.identifiability",
+    "PetabProblem": "fimkit.models.petab",
+    "lint_petab": "fimkit.models.petab",
+    "load_petab": "fimkit.models.petab",
+    "SBMLModel": "fimkit.models.sbml",
+    "load_sbml": "fimkit.models.sbml",
+    "SymbolicModel": "fimkit.models.symbolic",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'fimkit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])

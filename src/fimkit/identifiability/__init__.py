@@ -21,7 +21,19 @@ from .sloppiness import Sloppiness as Sloppiness
 from .sloppiness import plot_spectrum as plot_spectrum
 from .sloppiness import prediction_uncertainty as prediction_uncertainty
 from .sloppiness import sloppiness as sloppiness
-from .structural import LOCALLY_IDENTIFIABLE as LOCALLY_IDENTIFIABLE
-from .structural import STRUCTURAL_VERDICTS as STRUCTURAL_VERDICTS
-from .structural import StructuralIdentifiability as StructuralIdentifiability
-from .structural import structural_identifiability as structural_identifiability
+
+# The structural analysis needs sympy, which takes a third of a second to import: load it on use.
+_STRUCTURAL = (
+    "LOCALLY_IDENTIFIABLE",
+    "STRUCTURAL_VERDICTS",
+    "StructuralIdentifiability",
+    "structural_identifiability",
+)
+
+
+def __getattr__(name: str):
+    if name in _STRUCTURAL:
+        from . import structural
+
+        return getattr(structural, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

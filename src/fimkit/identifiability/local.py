@@ -728,6 +728,12 @@ def _check_symmetry(
 
 
 # -- the entry point -------------------------------------------------------------------------------
+def _is_petab(obj: Any) -> bool:
+    from ..models.petab import PetabProblem
+
+    return isinstance(obj, PetabProblem)
+
+
 def identifiability(
     fim_or_model: FisherInformation | AbstractModel,
     theta: Any = None,
@@ -744,7 +750,9 @@ def identifiability(
     Called as ``identifiability(F)`` with a `FisherInformation`, or as
     ``identifiability(model, theta, design, noise=..., scale="log")``, which computes the information
     first (on the log scale unless `scale` says otherwise) and also checks each rational symmetry
-    with the model at finitely transformed parameters.
+    with the model at finitely transformed parameters. A PEtab problem is called as
+    ``identifiability(problem, x)``: the expected information of its measurements at x (default:
+    nominal), about the parameters on their PEtab scales unless `scale` is ``"log"`` or ``"lin"``.
 
     **Arguments:**
     - `fim_or_model`: a `FisherInformation`, or a model (then `theta`, `design`, `noise` are needed).
@@ -774,6 +782,14 @@ def identifiability(
                 "are only for the form identifiability(model, theta, design, noise=...)."
             )
         fim = fim_or_model if scale is None else fim_or_model.to_scale(scale)
+    elif _is_petab(fim_or_model):
+        if design is not None or noise is not None:
+            raise FimkitError(
+                "identifiability(problem, x) of a PEtab problem takes its design and noise from the "
+                f"PEtab tables; 'design' and 'noise' must not be given. Got design={design!r}, "
+                f"noise={noise!r}."
+            )
+        fim = fim_or_model.fisher_information(theta, scale=scale or "petab")
     elif isinstance(fim_or_model, AbstractModel):
         missing = [
             a for a, v in (("theta", theta), ("design", design), ("noise", noise)) if v is None

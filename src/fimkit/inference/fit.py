@@ -12,7 +12,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -32,6 +32,9 @@ from ..noise import Gaussian
 from ..prediction import _sensitivity_program
 from ..report.tables import Table, fmt
 from .intervals import Intervals, wald_intervals
+
+if TYPE_CHECKING:
+    from ..models.petab import PetabFit
 
 
 class ConvergenceWarning(FimkitWarning):
@@ -293,23 +296,31 @@ def _one_fit(lik, u0, lo, hi, scale, max_iter, method="trust-region"):
 
 def fit(
     model: Any,
-    data: Data,
+    data: Data | None = None,
     *,
-    noise: Any,
-    theta0: Any,
-    scale: str = "log",
+    noise: Any = None,
+    theta0: Any = None,
+    scale: str | None = None,
     bounds: Mapping[str, tuple[float, float]] | None = None,
     multistart: int = 0,
     key: int = 0,
     max_iter: int = 200,
-    method: str = "trust-region",
-) -> FitResult:
+    method: str | None = None,
+) -> FitResult | PetabFit:
     """Maximum-likelihood estimate of all parameters (model and noise) from `data`.
+
+    A `PetabProblem` (from `load_petab`) is fitted by its own method, `PetabProblem.fit` (Fisher
+    scoring within the parameter table's bounds, on the PEtab scales), and the result is a
+    `PetabFit`: ``fit(problem, theta0=x0, bounds=..., multistart=k, key=seed, max_iter=...)`` is
+    ``problem.fit(x0, bounds=..., n_starts=k + 1, seed=seed, max_iter=...)``. `data` may be a
+    PEtab measurement table (then ``problem.with_measurements(data)`` is fitted); `noise`,
+    `scale` and `method` come from the problem and must not be given.
 
     **Arguments:**
     - `model`, `data` (a `Data`), `noise`: as elsewhere; noise parameters named in the noise model
       are estimated with the model's.
-    - `theta0`: the start (dict or vector over ``parameter_names(model, noise)``).
+    - `theta0`: the start (dict or vector over ``parameter_names(model, noise)``); required,
+      except for a `PetabProblem` (default: its nominal values).
     - `scale`: ``"log"`` (default: optimise log θ, parameters stay positive) or ``"lin"``.
     - `bounds`: ``{name: (lower, upper)}`` on the linear scale.
     - `multistart`: number of extra starts, drawn by Latin hypercube sampling within `bounds`
@@ -323,7 +334,20 @@ def fit(
     **Returns:** a `FitResult`. A fit that does not converge says so in `success` and `message`
     and emits a `ConvergenceWarning`; it never reports success silently.
     """
-    scale = _check_scale(scale)
+    from ..models.petab import PetabProblem
+
+    if isinstance(model, PetabProblem):
+        return _fit_petab(
+            model, data, noise, theta0, scale, bounds, multistart, key, max_iter, method
+        )
+    missing = [a for a, v in (("data", data), ("noise", noise), ("theta0", theta0)) if v is None]
+    if missing:
+        raise FitError(
+            f"fit(model, data, noise=..., theta0=...) is missing {missing}. Got model "
+            f"{describe(model)}."
+        )
+    scale = _check_scale("log" if scale is None else scale)
+    method = "trust-region" if method is None else method
     lik = Likelihood.build(model, data, noise)
     names = lik.names
     th0 = lik.setup.theta(theta0, positive=(scale == "log"))
@@ -413,6 +437,30 @@ def fit(
         )
     _check_curvature(result)
     return result
+
+
+def _fit_petab(problem, data, noise, theta0, scale, bounds, multistart, key, max_iter, method):
+    given = [
+        a for a, v in (("noise", noise), ("scale", scale), ("method", method)) if v is not None
+    ]
+    if given:
+        raise FitError(
+            f"fit(problem) of a PEtab problem takes its noise model and parameter scales from the "
+            f"PEtab tables and fits by Fisher scoring; {given} must not be given. Got "
+            + ", ".join(
+                f"{a}={v!r}"
+                for a, v in (("noise", noise), ("scale", scale), ("method", method))
+                if v is not None
+            )
+            + "."
+        )
+    if isinstance(multistart, bool) or not isinstance(multistart, int) or multistart < 0:
+        raise FitError(
+            f"The 'multistart' argument must be an integer >= 0. Got {describe(multistart)}."
+        )
+    if data is not None:
+        problem = problem.with_measurements(data)
+    return problem.fit(theta0, bounds=bounds, n_starts=multistart + 1, seed=key, max_iter=max_iter)
 
 
 def _check_curvature(result: FitResult) -> None:

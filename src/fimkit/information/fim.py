@@ -294,6 +294,14 @@ class FisherInformation:
         scale = _check_scale(scale)
         if scale == self.scale:
             return self
+        if "coordinates" in self.provenance:
+            # theta holds the parameters on their PEtab scales (log10 k, ...), not the parameters:
+            # the Jacobian of another scale needs the problem.
+            raise ParameterError(
+                f"This information is about parameters on their PEtab scales "
+                f"({list(self.names)}); it does not convert to scale={scale!r} by itself. Use "
+                f"problem.fisher_information(x, scale={scale!r}) instead."
+            )
         if np.any(self.theta <= 0):
             bad = {n: float(t) for n, t in zip(self.names, self.theta, strict=True) if t <= 0}
             raise ParameterError(
@@ -321,7 +329,10 @@ class FisherInformation:
                 "Only informations at the same parameter values add. Got theta "
                 f"{self.theta.tolist()} and {other.theta.tolist()}."
             )
-        prov = {"sum_of": [self.provenance, other.provenance]}
+        prov: dict[str, Any] = {"sum_of": [self.provenance, other.provenance]}
+        for x in (self, other):
+            if "coordinates" in x.provenance:
+                prov["coordinates"] = x.provenance["coordinates"]
         se = None
         if self.mc_standard_error is not None or other.mc_standard_error is not None:
             se = np.sqrt(

@@ -3,4 +3,12 @@
 from .analytic import AnalyticModel as AnalyticModel
 from .base import AbstractModel as AbstractModel
 from .ode import ODEModel as ODEModel
-from .symbolic import SymbolicModel as SymbolicModel
+
+
+def __getattr__(name: str):
+    # sympy takes a third of a second to import: SymbolicModel loads it on first use.
+    if name == "SymbolicModel":
+        from .symbolic import SymbolicModel
+
+        return SymbolicModel
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1369,6 +1369,32 @@ class PetabProblem:
         _, out = self._first(x)
         return np.asarray(out[5]), np.asarray(out[6])
 
+    def information_per_measurement(self, x: Any = None) -> np.ndarray:
+        """The expected information of each row of the measurement table about x (on the PEtab
+        scales), shape (n_measurements, p, p): the terms that `fisher_information` sums.
+
+        Independent measurements add their information, so this is what a design needs: the
+        information of any subset of rows is the sum of their terms."""
+        return self._row_information(x)[0]
+
+    def _row_information(self, x: Any = None):
+        """(per-row information (n, p, p), simulated observables, σ) from one sensitivity solve."""
+        _, out = self._first(x)
+        h, sigma, Jl, Js = (np.asarray(out[i]) for i in (3, 4, 5, 6))
+        dist = np.array(
+            [
+                self._observables[o].distribution
+                for o in self.measurements["observableId"].astype(str)
+            ]
+        )
+        # As in the "first" program: normal 1/σ², 2/σ²; Laplace 1/b², 1/b².
+        w_loc = 1.0 / sigma**2
+        w_sig = np.where(dist == "normal", 2.0, 1.0) / sigma**2
+        E = w_loc[:, None, None] * (Jl[:, :, None] * Jl[:, None, :]) + w_sig[:, None, None] * (
+            Js[:, :, None] * Js[:, None, :]
+        )
+        return E, h, sigma
+
     def fisher_information(self, x: Any = None, *, scale: str = "petab") -> FisherInformation:
         """The expected Fisher information about the estimated parameters at `x`.
 
@@ -1394,16 +1420,32 @@ class PetabProblem:
         self._check_status(arr, status, pre_status, bad)
         return self._result(-np.asarray(H), arr, scale, "observed (−Hessian)")
 
-    def _result(
-        self, matrix: np.ndarray, x: np.ndarray, scale: str, method: str
-    ) -> FisherInformation:
+    def _coordinates(self, x: np.ndarray, scale: str):
+        """(d, names, θ, FisherInformation scale) of the information on `scale`: the information
+        about x transforms by D I D with D = diag(d)."""
         if scale not in ("petab", "lin", "log"):
             raise FimkitError(
                 f"The 'scale' argument must be 'petab', 'lin' or 'log'. Got {describe(scale)}."
             )
+        if scale == "petab":
+            return np.ones(len(self.names)), self.names, np.asarray(x, dtype=np.float64), "lin"
+        lin = np.array([_from_scale(v, s) for v, s in zip(x, self.scales, strict=True)])
+        # dx/dθ (lin) or dx/dlog θ (log) per parameter.
+        if scale == "lin":
+            d = np.array([_dscale_dlin(t, s) for t, s in zip(lin, self.scales, strict=True)])
+        else:
+            if np.any(lin <= 0):
+                raise FimkitError(
+                    "The information about log parameters needs positive parameters. Got "
+                    f"{dict(zip(self.parameter_ids, lin.tolist(), strict=True))}."
+                )
+            d = np.array([_dscale_dlin(t, s) * t for t, s in zip(lin, self.scales, strict=True)])
+        return d, self.parameter_ids, lin, scale
+
+    def _provenance(self, method: str) -> dict[str, Any]:
         from .. import __version__
 
-        provenance = {
+        return {
             "model": self.name,
             "model_type": "PetabProblem",
             "method": method,
@@ -1415,23 +1457,15 @@ class PetabProblem:
                 if not isinstance(v, diffrax.AbstractSolver)
             },
         }
+
+    def _result(
+        self, matrix: np.ndarray, x: np.ndarray, scale: str, method: str
+    ) -> FisherInformation:
+        d, names, theta, fim_scale = self._coordinates(x, scale)
+        provenance = self._provenance(method)
         if scale == "petab":
             provenance["coordinates"] = "PEtab scales (theta holds the scaled values)"
-            return FisherInformation(matrix, self.names, x, "lin", provenance)
-        lin = np.array([_from_scale(v, s) for v, s in zip(x, self.scales, strict=True)])
-        # dx/dθ (lin) or dx/dlog θ (log) per parameter: the information transforms by D I D.
-        if scale == "lin":
-            d = np.array([_dscale_dlin(t, s) for t, s in zip(lin, self.scales, strict=True)])
-        else:
-            if np.any(lin <= 0):
-                raise FimkitError(
-                    "The information about log parameters needs positive parameters. Got "
-                    f"{dict(zip(self.parameter_ids, lin.tolist(), strict=True))}."
-                )
-            d = np.array([_dscale_dlin(t, s) * t for t, s in zip(lin, self.scales, strict=True)])
-        return FisherInformation(
-            matrix * np.outer(d, d), self.parameter_ids, lin, scale, provenance
-        )
+        return FisherInformation(matrix * np.outer(d, d), names, theta, fim_scale, provenance)
 
     # -- designs and fitting -----------------------------------------------------------------------
     def with_measurements(self, measurements: Any) -> PetabProblem:
@@ -1468,6 +1502,7 @@ class PetabProblem:
         self,
         x0: Any = None,
         *,
+        bounds: Mapping[str, tuple[float, float]] | None = None,
         n_starts: int = 1,
         seed: int = 0,
         max_iter: int = 200,
@@ -1483,13 +1518,17 @@ class PetabProblem:
         values, clipped into the bounds); further starts are drawn uniformly within the bounds
         on the parameters' scales, with `seed`.
 
+        `bounds` replaces the parameter table's bounds of some parameters: ``{id: (lower,
+        upper)}`` on the linear scale (as `fimkit.fit` takes them), keyed by parameter id or by
+        name (``"log10(k1)"``). `fimkit.fit(problem, ...)` calls this method.
+
         **Returns:** a `PetabFit`; `starts` lists every start's (log-likelihood, converged).
         """
         if isinstance(n_starts, bool) or not isinstance(n_starts, int) or n_starts < 1:
             raise FimkitError(
                 f"The 'n_starts' argument must be an integer >= 1. Got {describe(n_starts)}."
             )
-        lo, hi = self.lower_bounds, self.upper_bounds
+        lo, hi = self._bounds(bounds)
         first = self._x(x0)
         first = np.clip(np.where(np.isfinite(first), first, lo), lo, hi)
         rng = np.random.default_rng(seed)
@@ -1506,6 +1545,42 @@ class PetabProblem:
             n_iterations=n_it,
             starts=tuple((records[i][1], records[i][2]) for i in order),
         )
+
+    def _bounds(self, bounds: Any) -> tuple[np.ndarray, np.ndarray]:
+        """The bounds on the PEtab scales, the parameter table's replaced by `bounds`."""
+        lo, hi = self.lower_bounds.copy(), self.upper_bounds.copy()
+        if bounds is None:
+            return lo, hi
+        if not isinstance(bounds, Mapping):
+            raise FimkitError(
+                "The 'bounds' argument must be a dict {parameter id: (lower, upper)} on the linear "
+                f"scale. Got {describe(bounds)}."
+            )
+        for k, b in bounds.items():
+            if k in self.parameter_ids:
+                i = self.parameter_ids.index(k)
+            elif k in self.names:
+                i = self.names.index(k)
+            else:
+                raise FimkitError(
+                    f"The 'bounds' argument names {k!r}, which is not an estimated parameter of "
+                    f"{self.name!r}; they are {list(self.parameter_ids)}."
+                )
+            try:
+                low, high = (float(v) for v in b)
+            except (TypeError, ValueError) as exc:
+                raise FimkitError(
+                    f"The bounds of {k!r} must be a pair (lower, upper). Got {describe(b)}."
+                ) from exc
+            s = self.scales[i]
+            if not low < high or (s != "lin" and low <= 0):
+                raise FimkitError(
+                    f"The bounds of {k!r} must have lower < upper"
+                    + ("" if s == "lin" else f" and lower > 0 (its scale is {s})")
+                    + f". Got ({low}, {high})."
+                )
+            lo[i], hi[i] = _to_scale(low, s), _to_scale(high, s)
+        return lo, hi
 
     def _scoring(self, x, lo, hi, max_iter, tol):
         def first(x):

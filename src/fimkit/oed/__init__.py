@@ -24,6 +24,8 @@ from .criteria import criterion_value as criterion_value
 from .optimize import DesignResult as DesignResult
 from .optimize import StartRecord as StartRecord
 from .optimize import optimize_design as optimize_design
+from .petab_design import PetabDesignResult as PetabDesignResult
+from .petab_design import PetabDesignSpace as PetabDesignSpace
 from .robust import Expected as Expected
 from .robust import ExpectedDet as ExpectedDet
 from .robust import ExpectedLogDet as ExpectedLogDet

@@ -115,6 +115,12 @@ class ApproximateDesign:
             raise DesignError(
                 f"The 'n' argument of to_design must be an integer >= 1. Got {describe(n)}."
             )
+        if not isinstance(self._space, DesignSpace):
+            raise DesignError(
+                "This approximate design weights candidate measurement rows of a PEtab problem; "
+                "it has no Design to round to. Use optimize_design(problem, x, space) for the "
+                "exact design of n new measurements."
+            )
         sup = self.support(threshold)
         w = np.array([s[2] for s in sup])
         w = w / w.sum()
@@ -244,8 +250,8 @@ def optimal_weights(
     space: Any,
     criterion: Any = "D",
     *,
-    noise: Any,
-    scale: str = "lin",
+    noise: Any = None,
+    scale: str | None = None,
     params: Sequence[str] | None = None,
     prior: FisherInformation | None = None,
     n_obs: float | None = None,
@@ -255,12 +261,36 @@ def optimal_weights(
 ) -> ApproximateDesign:
     """The optimal approximate design on the candidate times of `space`: the multiplicative algorithm.
 
+    For a `PetabProblem` and a `PetabDesignSpace`, the weights are on the candidate measurement
+    rows, with the existing measurements as the prior and `n_obs` defaulting to the space's `n`
+    (see `fimkit.oed.petab_design`; `noise` does not apply).
+
     The information per observation of weights w is M(w) = Σ_x w_x M(x) over the candidates x of every
     group; with a `prior`, F(w) = F₀ + n_obs·M(w) (`n_obs`, the number of new observations, is then
     required). Each iteration sets w_x ← w_x·(d_x / Σ_y w_y d_y)^δ with d_x = ∂φ/∂w_x (δ = 1 for D,
     ½ otherwise), which increases φ for D (Titterington; Silvey, Titterington and Torsney, 1978),
     until max_x d_x ≤ (1 + tol)·Σ_y w_y d_y. The result carries an `EquivalenceCertificate`.
     """
+    from ..models.petab import PetabProblem
+
+    if isinstance(model, PetabProblem):
+        from .petab_design import petab_optimal_weights
+
+        if noise is not None:
+            raise FimkitError(
+                "optimal_weights for a PEtab problem takes its noise model from the PEtab tables; "
+                f"'noise' must not be given. Got noise={noise!r}."
+            )
+        return petab_optimal_weights(
+            model, theta, space, criterion, scale=scale, params=params, prior=prior,
+            n_obs=n_obs, tol=tol, max_iter=max_iter, rtol=rtol,
+        )  # fmt: skip
+    if noise is None:
+        raise FimkitError(
+            "optimal_weights(model, theta, space, noise=...) needs the noise model: 'noise' is "
+            f"missing. Got model {describe(model)}."
+        )
+    scale = "lin" if scale is None else scale
     space = _as_space(space)
     problem = make_problem(model, theta, criterion, noise, scale, params, prior, _template(space))
     _check_weights_criterion(problem.crit)

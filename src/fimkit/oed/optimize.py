@@ -26,7 +26,7 @@ import itertools
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax.numpy as jnp
 import numpy as np
@@ -55,6 +55,9 @@ from ._engine import (
 )
 from .criteria import Context
 from .space import DesignSpace, GroupSpace
+
+if TYPE_CHECKING:
+    from .petab_design import PetabDesignResult
 
 MAX_CHOICES = 512
 SCREEN_CHUNK = 64  # designs per call of the vmapped screening program
@@ -985,8 +988,8 @@ def optimize_design(
     space: Any,
     criterion: Any = "D",
     *,
-    noise: Any,
-    scale: str = "lin",
+    noise: Any = None,
+    scale: str | None = None,
     params: Sequence[str] | None = None,
     prior: FisherInformation | None = None,
     initial: Any = None,
@@ -995,8 +998,15 @@ def optimize_design(
     max_iter: int = 200,
     tol: float = 1e-10,
     seed: int = 0,
-) -> DesignResult:
+) -> DesignResult | PetabDesignResult:
     """The design in `space` that optimises `criterion` for `model` at `theta`.
+
+    A `PetabProblem` (from `load_petab`) with a `PetabDesignSpace` chooses new measurement rows
+    for the problem (which pairs of condition and observable, at which times), with the
+    information of its existing measurements as the prior: ``optimize_design(problem, x,
+    PetabDesignSpace(n=4, pairs=[("c1", "obs_a")], bounds=(0, 10)))`` returns a
+    `PetabDesignResult` (see `fimkit.oed.petab_design`; `noise`, `initial` and `n_screen` do not
+    apply, `scale` defaults to ``"petab"``, the PEtab scales).
 
     **Arguments:**
     - `model`, `theta`, `noise`, `scale`: as for `fisher_information`.
@@ -1018,6 +1028,31 @@ def optimize_design(
     **Returns:** a `DesignResult`. A space in which every design has a singular information returns
     ``status="infeasible"`` with the undetermined direction(s), rather than raising.
     """
+    from ..models.petab import PetabProblem
+
+    if isinstance(model, PetabProblem):
+        from .petab_design import optimize_petab_design
+
+        given = [
+            a
+            for a, v in (("noise", noise), ("initial", initial), ("n_screen", n_screen))
+            if v is not None
+        ]
+        if given:
+            raise FimkitError(
+                f"optimize_design for a PEtab problem takes its noise model from the PEtab tables "
+                f"and starts from a greedy selection; {given} must not be given."
+            )
+        return optimize_petab_design(
+            model, theta, space, criterion, scale=scale, params=params, prior=prior,
+            n_starts=n_starts, max_iter=max_iter, tol=tol, seed=seed,
+        )  # fmt: skip
+    if noise is None:
+        raise FimkitError(
+            "optimize_design(model, theta, space, noise=...) needs the noise model: 'noise' is "
+            f"missing. Got model {describe(model)}."
+        )
+    scale = "lin" if scale is None else scale
     t_start = time.perf_counter()
     space = _as_space(space)
     for arg, v, lo in (("n_starts", n_starts, 1), ("max_iter", max_iter, 1)):
