@@ -729,9 +729,9 @@ def _check_symmetry(
 
 # -- the entry point -------------------------------------------------------------------------------
 def _is_petab(obj: Any) -> bool:
-    from ..models.petab import PetabProblem
+    from ..models import is_petab_problem
 
-    return isinstance(obj, PetabProblem)
+    return is_petab_problem(obj)
 
 
 def identifiability(

@@ -28,6 +28,7 @@ from ..errors import (
 from ..information.fim import FisherInformation, _check_scale, fisher_information, format_direction
 from ..information.observed import observed_information, sandwich_covariance
 from ..likelihood import Likelihood
+from ..models import is_petab_problem
 from ..noise import Gaussian
 from ..prediction import _sensitivity_program
 from ..report.tables import Table, fmt
@@ -334,9 +335,7 @@ def fit(
     **Returns:** a `FitResult`. A fit that does not converge says so in `success` and `message`
     and emits a `ConvergenceWarning`; it never reports success silently.
     """
-    from ..models.petab import PetabProblem
-
-    if isinstance(model, PetabProblem):
+    if is_petab_problem(model):
         return _fit_petab(
             model, data, noise, theta0, scale, bounds, multistart, key, max_iter, method
         )

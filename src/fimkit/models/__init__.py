@@ -12,3 +12,11 @@ def __getattr__(name: str):
 
         return SymbolicModel
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def is_petab_problem(obj) -> bool:
+    """Whether `obj` is a `PetabProblem`, without importing the PEtab reader (and sympy)."""
+    import sys
+
+    petab = sys.modules.get("fimkit.models.petab")
+    return petab is not None and isinstance(obj, petab.PetabProblem)

@@ -22,6 +22,7 @@ import numpy as np
 from ..design import Design, Group
 from ..errors import DesignError, FimkitError, describe
 from ..information.fim import FisherInformation
+from ..models import is_petab_problem
 from ..report.tables import Summary, Table, fmt
 from ._engine import Problem, criterion_fn, make_problem
 from .optimize import _as_space, _template, candidate_elements, criterion_thetas
@@ -271,9 +272,7 @@ def optimal_weights(
     ½ otherwise), which increases φ for D (Titterington; Silvey, Titterington and Torsney, 1978),
     until max_x d_x ≤ (1 + tol)·Σ_y w_y d_y. The result carries an `EquivalenceCertificate`.
     """
-    from ..models.petab import PetabProblem
-
-    if isinstance(model, PetabProblem):
+    if is_petab_problem(model):
         from .petab_design import petab_optimal_weights
 
         if noise is not None:

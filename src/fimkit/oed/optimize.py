@@ -39,6 +39,7 @@ from ..errors import (
     describe,
 )
 from ..information.fim import FisherInformation, format_direction
+from ..models import is_petab_problem
 from ..prediction import Setup
 from ..report.tables import Summary, Table, fmt
 from ._engine import (
@@ -1028,9 +1029,7 @@ def optimize_design(
     **Returns:** a `DesignResult`. A space in which every design has a singular information returns
     ``status="infeasible"`` with the undetermined direction(s), rather than raising.
     """
-    from ..models.petab import PetabProblem
-
-    if isinstance(model, PetabProblem):
+    if is_petab_problem(model):
         from .petab_design import optimize_petab_design
 
         given = [
