@@ -227,9 +227,12 @@ def _cacheable(program: Callable) -> Callable:
     solver failures from status values and non-finite outputs itself), so it traces with
     ``on_error="nan"``, the documented alternative, for its own programs only.
     """
-    import equinox._errors as eqx_errors
+    import sys
 
     def run(*args):
+        eqx_errors = sys.modules.get("equinox._errors")
+        if eqx_errors is None:  # equinox not loaded: nothing traced here can contain its checks
+            return program(*args)
         previous = eqx_errors.EQX_ON_ERROR
         eqx_errors.EQX_ON_ERROR = "nan"
         try:

@@ -30,9 +30,11 @@ STATUS_MESSAGES = {
 }
 
 STATUS_ADVICE = {
-    STATUS_MAX_STEPS: "Increase `max_steps`, use an implicit solver (solver='kvaerno5') if the "
-    "system is stiff, or check the parameter values for a solution that escapes to infinity.",
-    STATUS_SOLVER_FAILED: "Check the parameter values; for stiff systems use solver='kvaerno5'.",
+    STATUS_MAX_STEPS: "Increase `max_steps`, use a solver for stiff systems (solver='rodas5p' or "
+    "'kvaerno5') if the system is stiff, or check the parameter values for a solution that escapes "
+    "to infinity.",
+    STATUS_SOLVER_FAILED: "Check the parameter values; for stiff systems use solver='rodas5p' or "
+    "'kvaerno5'.",
     STATUS_NONFINITE: "Check the parameter values and the model equations for divisions by zero, "
     "overflow or logarithms of non-positive numbers.",
 }

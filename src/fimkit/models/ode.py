@@ -1,6 +1,7 @@
 """ODE models, with bolus and infusion dosing from the design.
 
-The default explicit solver (Tsit5) runs in fimkit's own loop (`_rk`); the others in diffrax.
+The default explicit solver (Tsit5) runs in fimkit's own loop (`_rk`), and so does the
+Rosenbrock solvers for stiff systems (Rodas5P and Rodas4, `_rosenbrock`); the others run in diffrax.
 
 Sensitivities come from forward-mode automatic differentiation through the solve
 (`diffrax.ForwardMode`, or through fimkit's loop): the derivatives are exact for the numerical
@@ -15,15 +16,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import diffrax
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optimistix as optx
 
 from ..design import Bolus, Group, Infusion
 from ..errors import DesignError, ModelError, describe
 from ._rk import tsit5_solve
+from ._rosenbrock import rodas4_solve, rodas5p_solve
 from .base import (
     STATUS_MAX_STEPS,
     STATUS_NONFINITE,
@@ -33,14 +33,40 @@ from .base import (
     check_names,
 )
 
-EXPLICIT_SOLVERS = {
-    "tsit5": diffrax.Tsit5,  # run by fimkit's own loop (`_rk.tsit5_solve`) unless given as an instance
-    "dopri5": diffrax.Dopri5,
-    "dopri8": diffrax.Dopri8,
-}
-IMPLICIT_SOLVERS = {
-    "kvaerno3": diffrax.Kvaerno3,
-    "kvaerno5": diffrax.Kvaerno5,
+# Solvers that run in diffrax, by name. diffrax (with equinox, lineax and optimistix) takes almost
+# half a second to import, so it is imported only when one of these is used.
+EXPLICIT_SOLVERS = ("tsit5", "dopri5", "dopri8")  # "tsit5" by name runs in `_rk` instead
+IMPLICIT_SOLVERS = ("kvaerno3", "kvaerno5")
+
+
+def diffrax_solver(name: str, root_finder: Any = None) -> Any:
+    """A diffrax solver instance for one of the names above."""
+    import diffrax
+
+    cls = {
+        "tsit5": diffrax.Tsit5,
+        "dopri5": diffrax.Dopri5,
+        "dopri8": diffrax.Dopri8,
+        "kvaerno3": diffrax.Kvaerno3,
+        "kvaerno5": diffrax.Kvaerno5,
+    }[name]
+    return cls() if root_finder is None else cls(root_finder=root_finder)
+
+
+def _is_diffrax_solver(obj: Any) -> bool:
+    import sys
+
+    diffrax = sys.modules.get("diffrax")
+    return diffrax is not None and isinstance(obj, diffrax.AbstractSolver)
+
+
+# Solvers that run in fimkit's own integrator loops (same contract: `_rk.tsit5_solve`).
+# "tsit5" by name runs here too; a diffrax solver instance always runs in diffrax.
+OWN_LOOPS = {
+    "tsit5": tsit5_solve,
+    # Linearly implicit (Rosenbrock) methods for stiff systems; diffrax has no twin of these.
+    "rodas5p": rodas5p_solve,
+    "rodas4": rodas4_solve,
 }
 
 
@@ -135,8 +161,9 @@ class ODEModel(AbstractModel):
     - `t0`: the initial time (default 0).
     - `solver`: ``"tsit5"`` (default; explicit, for non-stiff systems; fimkit's own integrator
       loop, see `fimkit.models._rk`), ``"dopri5"``, ``"dopri8"`` (diffrax),
-      or an implicit solver for stiff systems: ``"kvaerno5"`` (recommended) or ``"kvaerno3"``.
-      A diffrax solver instance is accepted too.
+      or for stiff systems: ``"rodas5p"`` or ``"rodas4"`` (Rosenbrock methods in fimkit's own
+      loop, see `fimkit.models._rosenbrock`), or the implicit ``"kvaerno5"`` or ``"kvaerno3"``
+      (diffrax). A diffrax solver instance is accepted too.
     - `rtol`, `atol`: tolerances of the adaptive step size control (defaults 1e-8, 1e-10).
     - `max_steps`: the most steps one solve may take (default 100 000); a solve that needs more
       is reported as a `SolverError`.
@@ -153,7 +180,7 @@ class ODEModel(AbstractModel):
         outputs: Sequence[str] = ("y",),
         *,
         t0: float = 0.0,
-        solver: str | diffrax.AbstractSolver = "tsit5",
+        solver: Any = "tsit5",
         rtol: float = 1e-8,
         atol: float = 1e-10,
         max_steps: int = 100_000,
@@ -209,26 +236,36 @@ class ODEModel(AbstractModel):
         self.solver_name, self.solver = self._make_solver(solver)
         # What the user asked for, to rebuild an equivalent model (e.g. a reduced one).
         self.solver_spec = self.solver_name if isinstance(solver, str) else self.solver
-        # Tsit5 by name runs in fimkit's own integrator (`_rk`); a diffrax instance runs in diffrax.
-        self._own_loop = isinstance(solver, str) and self.solver_name == "tsit5"
+        # Tsit5 and the Rosenbrock methods by name run in fimkit's own integrators (`_rk`, `_rosenbrock`);
+        # a diffrax instance runs in diffrax.
+        self._own_loop = (
+            OWN_LOOPS[self.solver_name]
+            if isinstance(solver, str) and self.solver_name in OWN_LOOPS
+            else None
+        )
         self._name = name or getattr(rhs, "__name__", "ODEModel")
         self._freeze()
 
-    def _make_solver(self, solver: Any) -> tuple[str, diffrax.AbstractSolver]:
-        if isinstance(solver, diffrax.AbstractSolver):
+    def _make_solver(self, solver: Any) -> tuple[str, Any]:
+        """(name, diffrax solver instance, or None for fimkit's own loops)."""
+        if _is_diffrax_solver(solver):
             return type(solver).__name__, solver
         key = solver.lower() if isinstance(solver, str) else None
+        if key in OWN_LOOPS:
+            return key, None
         if key in EXPLICIT_SOLVERS:
-            return key, EXPLICIT_SOLVERS[key]()
+            return key, diffrax_solver(key)
         if key in IMPLICIT_SOLVERS:
+            import optimistix as optx
+
             # A chord method with tolerances tighter than the step control: the default root
             # finder takes several times more steps on mildly stiff signalling models.
             root = optx.Chord(rtol=self.rtol * 1e-2, atol=self.atol * 1e-2)
-            return key, IMPLICIT_SOLVERS[key](root_finder=root)
+            return key, diffrax_solver(key, root)
         raise ModelError(
             "The 'solver' argument of ODEModel must be one of "
-            f"{sorted(EXPLICIT_SOLVERS) + sorted(IMPLICIT_SOLVERS)} or a diffrax solver. "
-            f"Got {describe(solver)}."
+            f"{sorted(set(EXPLICIT_SOLVERS) | set(OWN_LOOPS)) + sorted(IMPLICIT_SOLVERS)} or a "
+            f"diffrax solver. Got {describe(solver)}."
         )
 
     @property
@@ -286,8 +323,11 @@ class ODEModel(AbstractModel):
             params, inflow = args
             return _vector(self.rhs(t, y, params), n_states, "rhs", owner) + inflow
 
-        term = diffrax.ODETerm(field)
-        controller = diffrax.PIDController(rtol=self.rtol, atol=self.atol)
+        if self._own_loop is None:
+            import diffrax
+
+            term = diffrax.ODETerm(field)
+            controller = diffrax.PIDController(rtol=self.rtol, atol=self.atol)
         order = jnp.argsort(times)
         ts = times[order]
         edges = schedule.edges
@@ -302,8 +342,8 @@ class ODEModel(AbstractModel):
             inflow = jnp.zeros(n_states)
             for i, src, duration in schedule.rates[k]:
                 inflow = inflow.at[i].add(value(src) if duration is None else value(src) / duration)
-            if self._own_loop:
-                ys, y, seg_status = tsit5_solve(
+            if self._own_loop is not None:
+                ys, y, seg_status = self._own_loop(
                     field,
                     start,
                     stop,

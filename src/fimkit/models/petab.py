@@ -956,10 +956,10 @@ class PetabProblem:
         name = o["solver"]
         if isinstance(name, diffrax.AbstractSolver):
             return name
-        from .ode import EXPLICIT_SOLVERS, IMPLICIT_SOLVERS
+        from .ode import EXPLICIT_SOLVERS, IMPLICIT_SOLVERS, diffrax_solver
 
         if name in EXPLICIT_SOLVERS:
-            return EXPLICIT_SOLVERS[name]()
+            return diffrax_solver(name)
         if name in IMPLICIT_SOLVERS:
             # A chord iteration that stops well before the step tolerances: at rtol 1e-8, tighter
             # iterations rarely converge within their iteration limit on stiff benchmark models,
@@ -967,7 +967,7 @@ class PetabProblem:
             # the accuracy (see docs/sbml_petab.md for the comparison against AMICI).
             fac = o.get("newton_tol_factor", NEWTON_TOL_FACTOR)
             root = diffrax.VeryChord(rtol=o["rtol"] * fac, atol=o["atol"] * fac)
-            return IMPLICIT_SOLVERS[name](root_finder=root)
+            return diffrax_solver(name, root)
         raise FimkitError(
             f"The 'solver' option must be one of {sorted(EXPLICIT_SOLVERS) + sorted(IMPLICIT_SOLVERS)}"
             f" or a diffrax solver. Got {describe(name)}."

@@ -1,0 +1,467 @@
+"""Lean linearly implicit (Rosenbrock–Wanner) integrators for stiff systems: Rodas5P and Rodas4.
+
+Why: an implicit Runge–Kutta method (Kvaerno5 in diffrax) solves a nonlinear system per stage by a
+Newton (chord) iteration, whose iterations, convergence tests and failures are most of the cost of
+a stiff solve and of its forward sensitivities. A Rosenbrock method builds one Newton step into the
+method: one Jacobian ∂f/∂y (by `jax.jacfwd`) and one LU factorisation of ``I/(hγ) − J`` per step,
+then each stage is one pair of triangular solves. Nothing iterates, nothing has to converge, and a
+step always costs the same.
+
+Methods (`TABLEAUS`), both L-stable and stiffly accurate (the solution is the last stage, so very
+stiff components are damped exactly), with an embedded error estimate and a dense output:
+
+- ``"rodas5p"`` (the default): Steinebach (2023), 8 stages, order 5(4), dense output of order 4;
+- ``"rodas4"``: Hairer & Wanner (1996), 6 stages, order 4(3), dense output of order 3.
+
+The coefficients are in the "transformed" variables ``u_i = Σ_j γ_ij k_j`` of Hairer & Wanner
+(Solving ODEs II, Section VI.7), which avoid products with J in the stages:
+
+    (I/(hγ) − J) u_i = f(t + α_i h, y + Σ_j a_ij u_j) + Σ_j (c_ij / h) u_j + h d_i ∂f/∂t(t, y),
+
+and the solution is ``y + Σ_j a_sj u_j + u_s``: the last stage's argument is the embedded solution,
+so ``u_s`` is the error estimate. `tests/test_rosenbrock.py` checks every order condition (rooted
+trees up to the method's order; one order less for the embedded solution), L-stability, and the
+convergence orders of the solution and the dense output.
+
+The loop mirrors `fimkit.models._rk`: the same error norm and integral step-size controller (with
+the exponent of the embedded order), dense output at the sampling times so that the step sequence
+never depends on them, and a status code instead of an exception. Sensitivities come from
+forward-mode automatic differentiation through the loop (`jax.jvp`/`jax.jacfwd` of the caller):
+the step sizes are chosen on the primal solution only (`stop_gradient`), and the tangents are the
+exact derivatives of the discrete solution for that step sequence, computed cheaply: the tangent
+of a stage solves ``E du = dr − dE u`` with the primal LU factors (`lax.custom_linear_solve`),
+where ``dE u = −d(J u)`` is one directional second derivative of the model per stage; neither the
+derivative of the Jacobian matrix nor that of its LU factorisation is ever formed. (This is what
+makes forward sensitivities through the loop 2–3× cheaper than differentiating the LU.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.linalg import lu_factor, lu_solve
+
+from ._rk import FACTOR_MIN, SAFETY, _initial_step, _rms
+from .base import STATUS_MAX_STEPS, STATUS_OK, STATUS_SOLVER_FAILED
+
+
+@dataclass(frozen=True)
+class RosenbrockTableau:
+    """A stiffly accurate Rosenbrock method in transformed variables (see the module docstring).
+
+    Stage i (0-based) solves ``(I/(hγ) − J) u_i = f(t + alpha_i h, y + Σ_j a[i][j] u_j)
+    + Σ_j c[i][j] u_j / h + h d_i ∂f/∂t``; the solution is ``y + Σ_j a[-1][j] u_j + u_{s−1}``, the
+    error estimate ``u_{s−1}``, and the dense output ``(1 − θ) y + θ (y1 + (1 − θ) Σ_r θ^r K_r)``
+    with ``K_r = Σ_j dense[r][j] u_j``.
+    """
+
+    name: str
+    gamma: float
+    alpha: tuple[float, ...]
+    d: tuple[float, ...]
+    a: tuple[tuple[float, ...], ...]
+    c: tuple[tuple[float, ...], ...]
+    dense: tuple[tuple[float, ...], ...]
+    order: int  # of the solution; the embedded solution has order `order − 1`
+    dense_order: int
+
+    @property
+    def stages(self) -> int:
+        return len(self.alpha)
+
+
+# Rodas4: Hairer & Wanner, Solving Ordinary Differential Equations II (2nd ed., Springer 1996),
+# Section VI.4, coefficients of their code RODAS (METH=1), with its dense output of order 3.
+RODAS4 = RosenbrockTableau(
+    name="rodas4",
+    gamma=0.25,
+    alpha=(0.0, 0.386, 0.21, 0.63, 1.0, 1.0),
+    d=(0.25, -0.1043, 0.1035, -0.0362, 0.0, 0.0),
+    a=(
+        (),
+        (1.544,),
+        (0.9466785280815826, 0.2557011698983284),
+        (3.314825187068521, 2.896124015972201, 0.9986419139977817),
+        (1.221224509226641, 6.019134481288629, 12.53708332932087, -0.687886036105895),
+        (1.221224509226641, 6.019134481288629, 12.53708332932087, -0.687886036105895, 1.0),
+    ),
+    c=(
+        (),
+        (-5.6688,),
+        (-2.430093356833875, -0.2063599157091915),
+        (-0.1073529058151375, -9.594562251023355, -20.47028614809616),
+        (7.496443313967647, -10.24680431464352, -33.99990352819905, 11.7089089320616),
+        (
+            8.083246795921522,
+            -7.981132988064893,
+            -31.52159432874371,
+            16.31930543123136,
+            -6.058818238834054,
+        ),
+    ),
+    dense=(
+        (
+            10.12623508344586,
+            -7.487995877610167,
+            -34.80091861555747,
+            -7.992771707568823,
+            1.025137723295662,
+        ),
+        (
+            -0.6762803392801253,
+            6.087714651680015,
+            16.43084320892478,
+            24.76722511418386,
+            -6.594389125716872,
+        ),
+    ),
+    order=4,
+    dense_order=3,
+)
+
+# Rodas5P: G. Steinebach, "Construction of Rosenbrock–Wanner method Rodas5P and numerical
+# benchmarks within the Julia Differential Equations package", BIT Numerical Mathematics 63, 27
+# (2023), doi:10.1007/s10543-023-00967-x: 8 stages, order 5 with an embedded order-4 solution,
+# L-stable and stiffly accurate, dense output of order 4. The last two stages are evaluated at the
+# running sum (a[6] = a[5] + e_5, a[7] = a[6] + e_6).
+_A5P_6 = (
+    -7.502846399306121,
+    2.561846144803919,
+    -11.627539656261098,
+    -0.18268767659942256,
+    0.030198172008377946,
+)
+RODAS5P = RosenbrockTableau(
+    name="rodas5p",
+    gamma=0.21193756319429014,
+    alpha=(
+        0.0,
+        0.6358126895828704,
+        0.4095798393397535,
+        0.9769306725060716,
+        0.4288403609558664,
+        1.0,
+        1.0,
+        1.0,
+    ),
+    d=(
+        0.21193756319429014,
+        -0.42387512638858027,
+        -0.3384627126235924,
+        1.8046452872882734,
+        2.325825639765069,
+        0.0,
+        0.0,
+        0.0,
+    ),
+    a=(
+        (),
+        (3.0,),
+        (2.849394379747939, 0.45842242204463923),
+        (-6.954028509809101, 2.489845061869568, -10.358996098473584),
+        (2.8029986275628964, 0.5072464736228206, -0.3988312541770524, -0.04721187230404641),
+        _A5P_6,
+        (*_A5P_6, 1.0),
+        (*_A5P_6, 1.0, 1.0),
+    ),
+    c=(
+        (),
+        (-14.155112264123755,),
+        (-17.97296035885952, -2.859693295451294),
+        (147.12150275711716, -1.41221402718213, 71.68940251302358),
+        (165.43517024871676, -0.4592823456491126, 42.90938336958603, -5.961986721573306),
+        (
+            24.854864614690072,
+            -3.0009227002832186,
+            47.4931110020768,
+            5.5814197821558125,
+            -0.6610691825249471,
+        ),
+        (
+            30.91273214028599,
+            -3.1208243349937974,
+            77.79954646070892,
+            34.28646028294783,
+            -19.097331116725623,
+            -28.087943162872662,
+        ),
+        (
+            37.80277123390563,
+            -3.2571969029072276,
+            112.26918849496327,
+            66.9347231244047,
+            -40.06618937091002,
+            -54.66780262877968,
+            -9.48861652309627,
+        ),
+    ),
+    dense=(
+        (
+            25.948786856663858,
+            -2.5579724845846235,
+            10.433815404888879,
+            -2.3679251022685204,
+            0.524948541321073,
+            1.1241088310450404,
+            0.4272876194431874,
+            -0.17202221070155493,
+        ),
+        (
+            -9.91568850695171,
+            -0.9689944594115154,
+            3.0438037242978453,
+            -24.495224566215796,
+            20.176138334709044,
+            15.98066361424651,
+            -6.789040303419874,
+            -6.710236069923372,
+        ),
+        (
+            11.419903575922262,
+            2.8879645146136994,
+            72.92137995996029,
+            80.12511834622643,
+            -52.072871366152654,
+            -59.78993625266729,
+            -0.15582684282751913,
+            4.883087185713722,
+        ),
+    ),
+    order=5,
+    dense_order=4,
+)
+TABLEAUS = {t.name: t for t in (RODAS4, RODAS5P)}
+FACTOR_MAX = 6.0  # Hairer & Wanner's bound for RODAS: a Jacobian per step rewards caution
+
+
+def _padded(rows, s):
+    out = np.zeros((max(s, len(rows)), s))
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = row
+    return out
+
+
+def rosenbrock_step(tab: RosenbrockTableau, field, t, y, h, args, *, unroll: bool = True):
+    """One step: returns ``(y1, err, K)``, with the dense-output vectors `K` (r, n).
+
+    `unroll`: trace the stages one by one (faster to run) or one stage in a `fori_loop` (the
+    model's right-hand side compiled once per step instead of once per stage: faster to compile
+    for large models).
+    """
+    sg = jax.lax.stop_gradient
+    n, s = y.shape[0], tab.stages
+    f0, ft = jax.jvp(lambda tt: field(tt, y, args), (t,), (jnp.ones_like(t),))
+    # The Jacobian and its LU factors are of the primal solution only. A tangent of a stage,
+    # E du = dr − dE u, is solved with the same factors (`custom_linear_solve`), and dE u =
+    # −d(J u) is one directional second derivative per stage: neither the derivative of the
+    # matrix J (n + 1 of them) nor that of the LU decomposition is ever formed.
+    J = jax.jacfwd(lambda yy: field(sg(t), yy, sg(args)))(sg(y))
+    lu = lu_factor(jnp.eye(n, dtype=y.dtype) / (h * tab.gamma) - J)
+
+    def matvec(v):
+        return v / (h * tab.gamma) - jax.jvp(lambda yy: field(t, yy, args), (y,), (v,))[1]
+
+    def solve(rhs):
+        return jax.lax.custom_linear_solve(
+            matvec, rhs, lambda _, r: lu_solve(lu, r), symmetric=False
+        )
+
+    A, C = _padded(tab.a, s), _padded(tab.c, s)
+    if unroll:
+        us: list = []
+        yi = y
+        for i in range(s):
+            if i == 0:
+                rhs = f0
+            else:
+                yi = y + sum(a * u for a, u in zip(tab.a[i], us, strict=False) if a != 0.0)
+                rhs = field(t + tab.alpha[i] * h, yi, args)
+                rhs = rhs + sum(c * u for c, u in zip(tab.c[i], us, strict=True)) / h
+            if tab.d[i] != 0.0:
+                rhs = rhs + (h * tab.d[i]) * ft
+            us.append(solve(rhs))
+        us = jnp.stack(us)
+    else:
+        # One traced stage in a loop: the model's right-hand side (and its derivatives) are
+        # compiled once per step instead of once per stage, which matters for large models.
+        A_, C_ = jnp.asarray(A), jnp.asarray(C)
+        alpha, d = jnp.asarray(tab.alpha), jnp.asarray(tab.d)
+        us = jnp.zeros((s, n), dtype=y.dtype).at[0].set(solve(f0 + (h * tab.d[0]) * ft))
+
+        def stage(i, us):
+            yi = y + A_[i] @ us
+            rhs = field(t + alpha[i] * h, yi, args) + (C_[i] @ us) / h + (h * d[i]) * ft
+            return us.at[i].set(solve(rhs))
+
+        us = jax.lax.fori_loop(1, s, stage, us)
+    # Stiffly accurate: the solution is the last stage's argument plus its correction, which is
+    # also the difference to the embedded solution (the error estimate).
+    m = A[-1].copy()
+    m[-1] += 1.0
+    y1 = y + jnp.asarray(m) @ us
+    K = jnp.asarray(_padded(tab.dense, s)[: len(tab.dense)]) @ us
+    return y1, us[-1], K
+
+
+def dense_eval(theta, y, y1, K):
+    """The continuous extension at ``t + θh`` (see `RosenbrockTableau`)."""
+    poly = K[-1]
+    for r in range(K.shape[0] - 2, -1, -1):
+        poly = K[r] + theta * poly
+    return (1 - theta) * y + theta * (y1 + (1 - theta) * poly)
+
+
+def _integrate(tab, field, t0, t1, y0, ts, args, rtol, atol, max_steps, terminate, unroll):
+    """The loop behind `rosenbrock_solve` and `rosenbrock_steady`: ``(ys, y, t, status, done)``."""
+    sg = jax.lax.stop_gradient
+    n_ts = ts.shape[0]
+    dtype = jnp.result_type(y0, float)
+    y0 = jnp.asarray(y0, dtype=dtype)
+    if y0.ndim != 1:
+        raise ValueError(f"The Rosenbrock solver needs a state vector. Got shape {y0.shape}.")
+    t0 = jnp.asarray(t0, dtype=dtype)
+    t1 = jnp.asarray(t1, dtype=dtype)
+    f0 = field(t0, y0, args)
+    h_init = sg(_initial_step(field, sg(t0), sg(y0), sg(f0), args, rtol, atol))
+    # The error estimate is that of the embedded solution, of order `tab.order - 1`: O(h^order).
+    expo = -1.0 / tab.order
+    # Samples at t0 need no step; written so that their derivative in time is f(t0, y0).
+    at_start = ts <= t0
+    out = jnp.where(at_start[:, None], y0[None] + (ts - t0)[:, None] * f0[None], 0.0)
+    idx0 = jnp.sum(at_start).astype(jnp.int32)
+
+    def body(state):
+        t, y, h, idx, n_steps, status, done, out = state
+        last = sg(t + h) >= t1 - 1e-12 * jnp.abs(t1)
+        h = sg(jnp.where(last, t1 - t, h))
+        y1, err, K = rosenbrock_step(tab, field, t, y, h, args, unroll=unroll)
+        scale = atol + rtol * jnp.maximum(jnp.abs(sg(y)), jnp.abs(sg(y1)))
+        e = sg(_rms(err / scale))
+        finite = jnp.isfinite(e) & jnp.all(jnp.isfinite(sg(y1)))
+        accept = finite & (e <= 1.0)
+        factor = SAFETY * jnp.where(e > 0, e, 1e-10) ** expo
+        factor = jnp.where(finite, jnp.clip(factor, FACTOR_MIN, FACTOR_MAX), FACTOR_MIN)
+        factor = jnp.where(accept, factor, jnp.minimum(factor, 1.0))
+        t_new = jnp.where(last, t1, t + h)
+
+        def save_cond(s):
+            i, _ = s
+            return accept & (i < n_ts) & (sg(ts[jnp.minimum(i, n_ts - 1)]) <= t_new)
+
+        def save_body(s):
+            i, o = s
+            return i + 1, o.at[i].set(dense_eval((ts[i] - t) / h, y, y1, K))
+
+        if n_ts:
+            idx, out = jax.lax.while_loop(save_cond, save_body, (idx, out))
+        h_next = h * factor
+        underflow = ~accept & (sg(t + h_next) <= t)
+        status = jnp.where(underflow, STATUS_SOLVER_FAILED, status)
+        t = jnp.where(accept, t_new, t)
+        y = jnp.where(accept, y1, y)
+        if terminate is not None:
+            done = accept & sg(terminate(t, y, args))
+        return t, y, h_next, idx, n_steps + 1, status, done, out
+
+    def cond(state):
+        t, n_steps, status, done = state[0], state[4], state[5], state[6]
+        return (t < t1) & (n_steps < max_steps) & (status == STATUS_OK) & ~done
+
+    init = (t0, y0, h_init, idx0, jnp.asarray(0), jnp.asarray(STATUS_OK), jnp.asarray(False), out)
+    t, y, _, _, _, status, done, out = jax.lax.while_loop(cond, body, init)
+    status = jnp.where((status == STATUS_OK) & (t < t1) & ~done, STATUS_MAX_STEPS, status)
+    return out, y, t, status, done
+
+
+def rosenbrock_solve(
+    field: Callable[[Any, Any, Any], Any],
+    t0: Any,
+    t1: Any,
+    y0: Any,
+    ts: Any,
+    args: Any,
+    *,
+    rtol: float,
+    atol: float,
+    max_steps: int,
+    method: str = "rodas5p",
+    unroll: bool = True,
+):
+    """Integrate ``y' = field(t, y, args)`` from `t0` to `t1` with a Rosenbrock method (stiff).
+
+    `y0` is a vector; `ts` must be sorted and within [t0, t1]; `method` is ``"rodas5p"`` or
+    ``"rodas4"``; `unroll=False` compiles faster for large models (see `rosenbrock_step`). Returns ``(ys, y1, status)``: the states at `ts` (shape ``(len(ts), n)``), the
+    state at `t1`, and a status code of `fimkit.models.base`; the contract of
+    `fimkit.models._rk.tsit5_solve`.
+    """
+    out, y, _, status, _ = _integrate(
+        TABLEAUS[method], field, t0, t1, y0, ts, args, rtol, atol, max_steps, None, unroll
+    )
+    return out, y, status
+
+
+def rosenbrock_steady(
+    field: Callable[[Any, Any, Any], Any],
+    t0: Any,
+    t_max: Any,
+    y0: Any,
+    args: Any,
+    terminate: Callable[[Any, Any, Any], Any],
+    *,
+    rtol: float,
+    atol: float,
+    max_steps: int,
+    method: str = "rodas5p",
+    unroll: bool = True,
+):
+    """Integrate from `t0` until ``terminate(t, y, args)`` holds after a step (a steady state).
+
+    Returns ``(y, t, status, reached)``: the state and time where it stopped, a status code, and
+    whether `terminate` held (False: `t_max` came first, or the solve failed).
+    """
+    _, y, t, status, done = _integrate(
+        TABLEAUS[method],
+        field,
+        t0,
+        t_max,
+        y0,
+        jnp.zeros(0),
+        args,
+        rtol,
+        atol,
+        max_steps,
+        terminate,
+        unroll,
+    )
+    return y, t, status, done
+
+
+def rodas4_solve(field, t0, t1, y0, ts, args, *, rtol, atol, max_steps):
+    """`rosenbrock_solve` with Rodas4."""
+    return rosenbrock_solve(
+        field, t0, t1, y0, ts, args, rtol=rtol, atol=atol, max_steps=max_steps, method="rodas4"
+    )
+
+
+def rodas5p_solve(field, t0, t1, y0, ts, args, *, rtol, atol, max_steps):
+    """`rosenbrock_solve` with Rodas5P."""
+    return rosenbrock_solve(
+        field, t0, t1, y0, ts, args, rtol=rtol, atol=atol, max_steps=max_steps, method="rodas5p"
+    )
+
+
+__all__ = [
+    "RODAS4",
+    "RODAS5P",
+    "RosenbrockTableau",
+    "rodas4_solve",
+    "rodas5p_solve",
+    "rosenbrock_solve",
+    "rosenbrock_steady",
+    "rosenbrock_step",
+]
