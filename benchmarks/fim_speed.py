@@ -20,6 +20,8 @@ earlier run left on disk):
 - ``pk_bolus``: the analytic one-compartment model ``fimkit.examples.pk_bolus()`` (3 parameters).
 - ``cascade tsit5``: ``fimkit.examples.kinase_cascade()`` (explicit Tsit5).
 - ``cascade kvaerno5``: ``kinase_cascade(solver="kvaerno5")`` (implicit, for stiff systems).
+- ``cascade rodas5p``: ``kinase_cascade(solver="rodas5p")`` (linearly implicit Rosenbrock, for stiff
+  systems; fimkit's own loop).
 
 *Baseline*: the cascade written by hand with ``scipy.integrate.solve_ivp`` (LSODA, rtol 1e-8,
 atol 1e-10), sensitivities by central finite differences in log k (step ``FD_STEP``: the relative
@@ -305,6 +307,7 @@ def measure_in_process(reps: int, baseline_reps: int) -> dict:
         "pk_bolus": (fk.examples.pk_bolus(), "lin", max(reps, 200)),
         "cascade_tsit5": (fk.examples.kinase_cascade(), "log", max(reps, 50)),
         "cascade_kvaerno5": (fk.examples.kinase_cascade(solver="kvaerno5"), "log", reps),
+        "cascade_rodas5p": (fk.examples.kinase_cascade(solver="rodas5p"), "log", reps),
     }
     calls = {}
     for name, (ex, scale, _) in cases.items():
@@ -368,6 +371,7 @@ def build_rows(ip: dict, sp: dict) -> list[dict]:
     base = ip["baseline_scipy"]["per_fim_s"]["median"]
     tsit = ip["cascade_tsit5"]["per_fim_s"]["median"]
     kv = ip["cascade_kvaerno5"]["per_fim_s"]["median"]
+    ro = ip["cascade_rodas5p"]["per_fim_s"]["median"]
     pk = ip["pk_bolus"]["per_fim_s"]["median"]
     # Every compile request of a warm process must be answered from disk, the FIM program included.
     warm_loaded = all(
@@ -389,6 +393,7 @@ def build_rows(ip: dict, sp: dict) -> list[dict]:
         row("FIM time, pk_bolus (analytic)", pk * 1e3, "ms"),
         row("FIM time, cascade tsit5", tsit * 1e3, "ms"),
         row("FIM time, cascade kvaerno5", kv * 1e3, "ms"),
+        row("FIM time, cascade rodas5p", ro * 1e3, "ms"),
         row("FIM time, baseline scipy LSODA + central FD", base * 1e3, "ms"),
         row(
             "speed-up baseline / fimkit tsit5 (headline)",
@@ -399,9 +404,13 @@ def build_rows(ip: dict, sp: dict) -> list[dict]:
             "{:.1f}",
         ),
         row("speed-up baseline / fimkit kvaerno5", base / kv, "x", fmt="{:.1f}"),
+        row("speed-up baseline / fimkit rodas5p", base / ro, "x", fmt="{:.1f}"),
         row("speed-up baseline / fimkit pk_bolus", base / pk, "x", fmt="{:.0f}"),
         row(
             "cost kvaerno5 / tsit5", kv / tsit, "x", "< 100 (cascade.md)", kv / tsit < 100, "{:.1f}"
+        ),
+        row(
+            "cost rodas5p / tsit5", ro / tsit, "x", "< 100 (cascade.md)", ro / tsit < 100, "{:.1f}"
         ),
         row(
             "accuracy fimkit tsit5 (max rel err diag)",
@@ -417,6 +426,14 @@ def build_rows(ip: dict, sp: dict) -> list[dict]:
             "",
             f"<= {REF_RTOL:g}",
             ip["cascade_kvaerno5"]["max_rel_err_diag"] <= REF_RTOL,
+            "{:.2g}",
+        ),
+        row(
+            "accuracy fimkit rodas5p",
+            ip["cascade_rodas5p"]["max_rel_err_diag"],
+            "",
+            f"<= {REF_RTOL:g}",
+            ip["cascade_rodas5p"]["max_rel_err_diag"] <= REF_RTOL,
             "{:.2g}",
         ),
         row(
@@ -514,7 +531,7 @@ def print_report(rows: list[dict], ip: dict, sp: dict, meta: dict) -> None:
         "\nin-process first call (cache off): "
         + ", ".join(
             f"{k} {ip[k]['first_call_s']:.2f} s"
-            for k in ("pk_bolus", "cascade_tsit5", "cascade_kvaerno5")
+            for k in ("pk_bolus", "cascade_tsit5", "cascade_kvaerno5", "cascade_rodas5p")
         )
         + f"; import fimkit {ip['import_fimkit_s']:.2f} s"
     )
