@@ -22,8 +22,10 @@ another:
   that finds the programs in a fresh cache directory filled by the first (warm).
 - *per FIM*: median seconds of later ``fisher_information()`` calls at the nominal parameters
   (one forward-sensitivity solve of all conditions; the log-likelihood and its gradient come with
-  it), ``--reps`` calls. Solver settings: the problem's preset (rtol = atol = 1e-8 unless the
-  preset says otherwise; see docs/sbml_petab.md).
+  it), ``--reps`` calls. Solver settings: the problem's preset in
+  ``fimkit.models.petab.SOLVER_PRESETS`` (all four: Rodas5P in fimkit's own Rosenbrock loop, at
+  rtol = atol = 1e-8; see docs/sbml_petab.md); the *solver* column names it. ``--solver NAME``
+  overrides the presets (e.g. ``--solver kvaerno5`` for the diffrax solver).
 - *peak RSS*: ``ru_maxrss`` of the cold process, MiB.
 
 AMICI (only when ``import amici`` works): the same process imports the PEtab problem with
@@ -80,7 +82,7 @@ def _maxrss_mib() -> float:
     return rss / 1024 if sys.platform != "darwin" else rss / 2**20
 
 
-def child(name: str, reps: int, with_amici: bool) -> dict:
+def child(name: str, reps: int, with_amici: bool, solver: str | None = None) -> dict:
     """Runs in a fresh process: fimkit timings, then AMICI's when asked."""
     t0 = time.perf_counter()
     import warnings
@@ -92,7 +94,7 @@ def child(name: str, reps: int, with_amici: bool) -> dict:
     t = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        problem = load_petab(problem_yaml(name))
+        problem = load_petab(problem_yaml(name), solver=solver)
     out["load_s"] = time.perf_counter() - t
     t = time.perf_counter()
     F = problem.fisher_information()
@@ -147,9 +149,11 @@ def _amici(name: str, reps: int) -> dict:
     return res
 
 
-def run_child(name: str, reps: int, cache: str, with_amici: bool) -> dict:
+def run_child(name: str, reps: int, cache: str, with_amici: bool, solver: str | None) -> dict:
     env = dict(os.environ, FIMKIT_CACHE_DIR=cache)
     cmd = [sys.executable, __file__, "--child", name, "--reps", str(reps)]
+    if solver:
+        cmd += ["--solver", solver]
     if with_amici:
         cmd.append("--amici")
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -172,11 +176,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=20, help="FIMs timed per problem")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--no-amici", action="store_true", help="skip AMICI even if installed")
+    parser.add_argument("--solver", help="solver for all problems (default: each one's preset)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--amici", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        print(json.dumps(child(args.child, args.reps, args.amici)))
+        print(json.dumps(child(args.child, args.reps, args.amici, args.solver)))
         return 0
     if not (shared_data() / "petab-benchmark").is_dir():
         print(f"The PEtab benchmark collection is not at {shared_data() / 'petab-benchmark'}.")
@@ -186,15 +191,15 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     results = {}
     for name in args.problems:
-        cold = run_child(name, args.reps, "", with_amici)
+        cold = run_child(name, args.reps, "", with_amici, args.solver)
         with tempfile.TemporaryDirectory() as cache:
-            run_child(name, 1, cache, False)  # fills the cache
-            warm = run_child(name, 1, cache, False)
+            run_child(name, 1, cache, False, args.solver)  # fills the cache
+            warm = run_child(name, 1, cache, False, args.solver)
         results[name] = {"cold": cold, "warm": {k: warm[k] for k in ("load_s", "first_fim_s")}}
         print(f"{name}: done", file=sys.stderr, flush=True)
 
     head = (
-        f"{'problem':<26}{'params':>7}{'load s':>8}{'1st FIM s':>11}{'warm s':>8}"
+        f"{'problem':<26}{'solver':>9}{'params':>7}{'load s':>8}{'1st FIM s':>11}{'warm s':>8}"
         f"{'per FIM ms':>12}{'AMICI ms':>10}{'ratio':>7}{'RSS MiB':>9}"
     )
     print(head)
@@ -204,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         amici_ms = c["amici"]["per_fim_s"] * 1e3 if "amici" in c else AMICI_README_MS.get(name)
         ratio = c["per_fim_s"] * 1e3 / amici_ms if amici_ms else float("nan")
         print(
-            f"{name:<26}{c['n_params']:>7}{c['load_s']:>8.2f}{c['first_fim_s']:>11.2f}"
+            f"{name:<26}{c['solver']['solver']:>9}{c['n_params']:>7}{c['load_s']:>8.2f}{c['first_fim_s']:>11.2f}"
             f"{r['warm']['load_s'] + r['warm']['first_fim_s']:>8.2f}{c['per_fim_s'] * 1e3:>12.2f}"
             f"{amici_ms or float('nan'):>10.2f}{ratio:>7.2f}{c['maxrss_mib']:>9.0f}"
         )
