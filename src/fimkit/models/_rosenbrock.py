@@ -3,9 +3,9 @@
 Why: an implicit Runge–Kutta method (Kvaerno5 in diffrax) solves a nonlinear system per stage by a
 Newton (chord) iteration, whose iterations, convergence tests and failures are most of the cost of
 a stiff solve and of its forward sensitivities. A Rosenbrock method builds one Newton step into the
-method: one Jacobian ∂f/∂y (by `jax.jacfwd`) and one LU factorisation of ``I/(hγ) − J`` per step,
-then each stage is one pair of triangular solves. Nothing iterates, nothing has to converge, and a
-step always costs the same.
+method: one Jacobian ∂f/∂y (by `jax.jacfwd`) and one inverse (or LU factorisation) of
+``I/(hγ) − J`` per step, then each stage is one matrix product (or pair of triangular solves).
+Nothing iterates, nothing has to converge, and a step always costs the same.
 
 Methods (`TABLEAUS`), both L-stable and stiffly accurate (the solution is the last stage, so very
 stiff components are damped exactly), with an embedded error estimate and a dense output:
@@ -29,10 +29,13 @@ never depends on them, and a status code instead of an exception. Sensitivities 
 forward-mode automatic differentiation through the loop (`jax.jvp`/`jax.jacfwd` of the caller):
 the step sizes are chosen on the primal solution only (`stop_gradient`), and the tangents are the
 exact derivatives of the discrete solution for that step sequence, computed cheaply: the tangent
-of a stage solves ``E du = dr − dE u`` with the primal LU factors (`lax.custom_linear_solve`),
-where ``dE u = −d(J u)`` is one directional second derivative of the model per stage; neither the
-derivative of the Jacobian matrix nor that of its LU factorisation is ever formed. (This is what
-makes forward sensitivities through the loop 2–3× cheaper than differentiating the LU.)
+of a stage solves ``E du = dr − dE u`` with the primal inverse (`lax.custom_linear_solve`), where
+``dE u = −dJ·u`` uses the Jacobian's own tangent, formed once per step (forward over forward); the
+derivative of the inverse is never formed. This is 2–3× cheaper than differentiating a
+factorisation, and the explicit inverse beats LU solves on the small systems this solver is for
+(each LAPACK call has a fixed cost far above its arithmetic). Towards a steady state, where
+``I/(hγ) − J`` becomes nearly singular, `rosenbrock_steady` uses LU factors instead, with
+``dE u = −d(J u)`` as one directional second derivative of the model per stage.
 """
 
 from __future__ import annotations
@@ -246,30 +249,50 @@ def _padded(rows, s):
     return out
 
 
-def rosenbrock_step(tab: RosenbrockTableau, field, t, y, h, args, *, unroll: bool = True):
+def rosenbrock_step(
+    tab: RosenbrockTableau, field, t, y, h, args, *, unroll: bool = True, linear: str = "inverse"
+):
     """One step: returns ``(y1, err, K)``, with the dense-output vectors `K` (r, n).
 
     `unroll`: trace the stages one by one (faster to run) or one stage in a `fori_loop` (the
     model's right-hand side compiled once per step instead of once per stage: faster to compile
-    for large models).
+    for large models). `linear`: ``"inverse"`` (an explicit inverse of I/(hγ) − J per step: a
+    matrix product per stage, fastest for the small systems this solver is for) or ``"lu"`` (LU
+    factors: for nearly singular matrices, as in pre-equilibration to a steady state).
     """
     sg = jax.lax.stop_gradient
     n, s = y.shape[0], tab.stages
     f0, ft = jax.jvp(lambda tt: field(tt, y, args), (t,), (jnp.ones_like(t),))
-    # The Jacobian and its LU factors are of the primal solution only. A tangent of a stage,
-    # E du = dr − dE u, is solved with the same factors (`custom_linear_solve`), and dE u =
-    # −d(J u) is one directional second derivative per stage: neither the derivative of the
-    # matrix J (n + 1 of them) nor that of the LU decomposition is ever formed.
-    J = jax.jacfwd(lambda yy: field(sg(t), yy, sg(args)))(sg(y))
-    lu = lu_factor(jnp.eye(n, dtype=y.dtype) / (h * tab.gamma) - J)
+    if linear == "inverse":
+        # The inverse of E = I/(hγ) − J is of the primal solution only, formed once per step, so
+        # a stage solve is one matrix product. The Jacobian itself carries its tangent (forward
+        # over forward, once per step): a tangent of a stage, E du = dr − dE u, is then solved
+        # with the same inverse (`custom_linear_solve`) and dE u = −dJ·u is a product, not a
+        # second derivative of the model per stage; the derivative of the inverse is never formed.
+        J = jax.jacfwd(lambda yy: field(t, yy, args))(y)
+        inv = jnp.linalg.inv(jnp.eye(n, dtype=y.dtype) / (h * tab.gamma) - sg(J))
 
-    def matvec(v):
-        return v / (h * tab.gamma) - jax.jvp(lambda yy: field(t, yy, args), (y,), (v,))[1]
+        def matvec(v):
+            return v / (h * tab.gamma) - J @ v
+
+        def apply(r):
+            return inv @ r
+
+    else:
+        # LU factors of the primal E (for nearly singular E, e.g. at a steady state with
+        # conservation laws, where an explicit inverse loses accuracy); dE u = −d(J u) is one
+        # directional second derivative per stage.
+        J = jax.jacfwd(lambda yy: field(sg(t), yy, sg(args)))(sg(y))
+        lu = lu_factor(jnp.eye(n, dtype=y.dtype) / (h * tab.gamma) - J)
+
+        def matvec(v):
+            return v / (h * tab.gamma) - jax.jvp(lambda yy: field(t, yy, args), (y,), (v,))[1]
+
+        def apply(r):
+            return lu_solve(lu, r)
 
     def solve(rhs):
-        return jax.lax.custom_linear_solve(
-            matvec, rhs, lambda _, r: lu_solve(lu, r), symmetric=False
-        )
+        return jax.lax.custom_linear_solve(matvec, rhs, lambda _, r: apply(r), symmetric=False)
 
     A, C = _padded(tab.a, s), _padded(tab.c, s)
     if unroll:
@@ -316,7 +339,9 @@ def dense_eval(theta, y, y1, K):
     return (1 - theta) * y + theta * (y1 + (1 - theta) * poly)
 
 
-def _integrate(tab, field, t0, t1, y0, ts, args, rtol, atol, max_steps, terminate, unroll):
+def _integrate(
+    tab, field, t0, t1, y0, ts, args, rtol, atol, max_steps, terminate, unroll, linear="inverse"
+):
     """The loop behind `rosenbrock_solve` and `rosenbrock_steady`: ``(ys, y, t, status, done)``."""
     sg = jax.lax.stop_gradient
     n_ts = ts.shape[0]
@@ -330,16 +355,17 @@ def _integrate(tab, field, t0, t1, y0, ts, args, rtol, atol, max_steps, terminat
     h_init = sg(_initial_step(field, sg(t0), sg(y0), sg(f0), args, rtol, atol))
     # The error estimate is that of the embedded solution, of order `tab.order - 1`: O(h^order).
     expo = -1.0 / tab.order
-    # Samples at t0 need no step; written so that their derivative in time is f(t0, y0).
+    # Samples at t0 need no step; written so that their derivative in time is f(t0, y0). Samples
+    # a failed solve never reaches stay NaN, so the caller can say where it stopped.
     at_start = ts <= t0
-    out = jnp.where(at_start[:, None], y0[None] + (ts - t0)[:, None] * f0[None], 0.0)
+    out = jnp.where(at_start[:, None], y0[None] + (ts - t0)[:, None] * f0[None], jnp.nan)
     idx0 = jnp.sum(at_start).astype(jnp.int32)
 
     def body(state):
         t, y, h, idx, n_steps, status, done, out = state
         last = sg(t + h) >= t1 - 1e-12 * jnp.abs(t1)
         h = sg(jnp.where(last, t1 - t, h))
-        y1, err, K = rosenbrock_step(tab, field, t, y, h, args, unroll=unroll)
+        y1, err, K = rosenbrock_step(tab, field, t, y, h, args, unroll=unroll, linear=linear)
         scale = atol + rtol * jnp.maximum(jnp.abs(sg(y)), jnp.abs(sg(y1)))
         e = sg(_rms(err / scale))
         finite = jnp.isfinite(e) & jnp.all(jnp.isfinite(sg(y1)))
@@ -395,8 +421,8 @@ def rosenbrock_solve(
     """Integrate ``y' = field(t, y, args)`` from `t0` to `t1` with a Rosenbrock method (stiff).
 
     `y0` is a vector; `ts` must be sorted and within [t0, t1]; `method` is ``"rodas5p"`` or
-    ``"rodas4"``; `unroll=False` compiles faster for large models (see `rosenbrock_step`). Returns ``(ys, y1, status)``: the states at `ts` (shape ``(len(ts), n)``), the
-    state at `t1`, and a status code of `fimkit.models.base`; the contract of
+    ``"rodas4"``; `unroll=False` compiles faster for large models (see `rosenbrock_step`).
+    Returns ``(ys, y1, status)``: the states at `ts` (shape ``(len(ts), n)``), the state at `t1`, and a status code of `fimkit.models.base`; the contract of
     `fimkit.models._rk.tsit5_solve`.
     """
     out, y, _, status, _ = _integrate(
@@ -437,6 +463,7 @@ def rosenbrock_steady(
         max_steps,
         terminate,
         unroll,
+        "lu",  # the step grows without bound towards a steady state, where E becomes singular
     )
     return y, t, status, done
 

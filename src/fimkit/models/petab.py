@@ -49,9 +49,8 @@ import sympy as sp
 
 from ..errors import FimkitError, FimkitWarning, SolverError, describe
 from ..information.fim import FisherInformation
-from . import _petab_rosenbrock
 from ._rosenbrock import TABLEAUS as ROSENBROCK_METHODS
-from ._rosenbrock import rosenbrock_steady
+from ._rosenbrock import rosenbrock_solve, rosenbrock_steady
 from .sbml import (
     TIME,
     TIME_SWITCH,
@@ -1051,7 +1050,7 @@ class PetabProblem:
             def solve_segment(pm, a, b, y, ts):
                 if not n_switch + n_events:
                     # One interval, from 0 to the last measurement time: nothing to scale.
-                    return _petab_rosenbrock.solve(
+                    return rosenbrock_solve(
                         field, a, b, y, ts, (pm, 0.5 * (a + b)), method=method, unroll=unroll, **ros
                     )
                 # On the unit interval s = (t - a) / (b - a): the loop's step sizes carry no
@@ -1060,8 +1059,7 @@ class PetabProblem:
                 length = b - a
                 nonempty = length > 0
                 s_ts = jnp.where(nonempty, (ts - a) / jnp.where(nonempty, length, 1.0), 0.0)
-                # Stage systems by an explicit inverse: fewer, fused operations per step.
-                return _petab_rosenbrock.solve(
+                return rosenbrock_solve(
                     field_unit,
                     0.0,
                     jnp.where(nonempty, 1.0, 0.0),
