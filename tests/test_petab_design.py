@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import time
 from pathlib import Path
 
 import jax
@@ -436,7 +435,6 @@ def test_identifiability_and_sloppiness_accept_the_problem(problem):
 
 @pytest.mark.skipif(not BOEHM.is_dir(), reason="the PEtab benchmark collection is not present")
 def test_new_measurements_for_boehm():
-    t0 = time.perf_counter()
     problem = load_petab(BOEHM / "Boehm_JProteomeRes2014.yaml")
     x = problem.nominal()
     # At the nominal values k_imp_homo is practically undetermined (its information is below
@@ -456,4 +454,3 @@ def test_new_measurements_for_boehm():
     sub = after.matrix[np.ix_(keep, keep)]
     scale = np.abs(sub).max()
     np.testing.assert_allclose(result.fim.matrix, sub, rtol=1e-5, atol=1e-8 * scale)
-    assert time.perf_counter() - t0 < 60
