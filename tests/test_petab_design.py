@@ -407,6 +407,27 @@ def test_fit_dispatches_to_the_problem(problem):
         fk.fit(fk.examples.pk_bolus().model)
 
 
+def test_petab_fit_has_intervals_and_a_summary(problem):
+    from scipy import stats
+
+    res = fk.fit(problem, theta0=problem.nominal() + np.array([0.1, -0.1, 0.1]))
+    F = problem.fisher_information(res.x).matrix
+    se = np.sqrt(np.diag(np.linalg.inv(F)))  # independent: the inverse of the information
+    ci = res.conf_int(0.1)
+    z = stats.norm.ppf(0.95)
+    np.testing.assert_allclose(ci.se, se, rtol=1e-10)
+    np.testing.assert_allclose(ci.lower, res.x - z * se, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(ci.upper, res.x + z * se, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(res.cov(), np.linalg.inv(F), rtol=1e-8)
+    np.testing.assert_allclose(
+        res.cov("observed"), np.linalg.inv(problem.observed_information(res.x).matrix), rtol=1e-8
+    )
+    text = str(res.summary())
+    assert "PEtab scales" in text and all(n in text for n in problem.names)
+    with pytest.raises(FimkitError, match="'kind' argument"):
+        res.cov("sandwich")
+
+
 def test_identifiability_and_sloppiness_accept_the_problem(problem):
     x = problem.nominal()
     F = problem.fisher_information(x)

@@ -1751,6 +1751,54 @@ class PetabFit:
         """The observed information at the estimate."""
         return self.problem.observed_information(self.x, scale=scale)
 
+    def fim(self, kind: str = "expected") -> FisherInformation:
+        """The information at the estimate on the PEtab scales: ``"expected"`` or ``"observed"``
+        (the call shape of `FitResult.fim`)."""
+        if kind == "expected":
+            return self.fisher_information()
+        if kind == "observed":
+            return self.observed_information()
+        raise FimkitError(
+            f"The 'kind' argument must be 'expected' or 'observed'. Got {describe(kind)}."
+        )
+
+    def cov(self, kind: str = "expected") -> np.ndarray:
+        """The asymptotic covariance of `x` (on the PEtab scales): the inverse information."""
+        return self.fim(kind).cov()
+
+    def conf_int(self, alpha: float = 0.05, kind: str = "expected"):
+        """Wald intervals for `x` on the PEtab scales (log10 k ± z·se for a log10 parameter)."""
+        from ..inference.intervals import wald_intervals
+
+        return wald_intervals(self.fim(kind), alpha=alpha)
+
+    def summary(self, alpha: float = 0.05):
+        """A table: estimates on the PEtab scales with standard errors and Wald intervals."""
+        from ..errors import SingularFIMError
+        from ..report.tables import Table, fmt
+
+        names = self.problem.names
+        notes = [
+            f"log-likelihood {self.loglike:.6g}; converged: {self.success} ({self.message}); "
+            f"{self.n_iterations} iterations; {len(self.starts)} start(s)"
+        ]
+        try:
+            ci = self.conf_int(alpha)
+            rows = tuple(
+                (n, fmt(self.x[j]), fmt(ci.se[j]), fmt(ci.lower[j]), fmt(ci.upper[j]))
+                for j, n in enumerate(names)
+            )
+        except SingularFIMError as exc:
+            notes.append(str(exc))
+            rows = tuple((n, fmt(self.x[j]), "-", "-", "-") for j, n in enumerate(names))
+        level = f"{100 * (1 - alpha):g}%"
+        return Table(
+            "Maximum-likelihood fit (PEtab scales)",
+            ("parameter", "estimate", "SE", f"{level} lower", f"{level} upper"),
+            rows,
+            tuple(notes),
+        )
+
 
 _STATUS_TEXT = {
     1: "the solver reached max_steps",
