@@ -103,6 +103,113 @@ def _initial_step(field, t0, y0, f0, args, rtol, atol):
     return jnp.minimum(100 * h0, h1)
 
 
+def adaptive_loop(
+    step: Callable[[Any, Any, Any, Any], tuple[Any, Any, Any, Any]],
+    interpolate: Callable[[Any, Any, Any, Any, Any], Any],
+    field: Callable[[Any, Any, Any], Any],
+    t0: Any,
+    t1: Any,
+    y0: Any,
+    ts: Any,
+    args: Any,
+    *,
+    rtol: float,
+    atol: float,
+    max_steps: int,
+    error_order: float,
+    factor_max: float = FACTOR_MAX,
+    check_state: bool = False,
+    unreached: float = 0.0,
+    terminate: Callable[[Any, Any, Any], Any] | None = None,
+):
+    """The adaptive step loop shared by fimkit's integrators (`tsit5_solve`, `_rosenbrock`).
+
+    - ``step(t, y, f, h) -> (y1, err, dense, f1)``: one step of size h from (t, y), where `f` is
+      the carried first-same-as-last value (f(t, y) to start with; a method without one returns it
+      unchanged), `err` the local error estimate and `dense` what `interpolate` needs;
+    - ``interpolate(theta, y, y1, h, dense)``: the state at t + θh of an accepted step.
+
+    The error norm is RMS(err / (atol + rtol·max(|y|, |y1|))), the controller the integral one
+    (exponent −1/`error_order`, factors within [FACTOR_MIN, `factor_max`]), computed on the primal
+    solution only (`stop_gradient`). After each accepted step the samples it covers get the
+    interpolant, so the step sequence never depends on the sampling times. `check_state` also
+    rejects steps with a non-finite state; samples the solve never reaches hold `unreached`;
+    `terminate(t, y, args)`, when given, stops the loop after the first accepted step where it holds.
+
+    Returns ``(ys, y, t, status, done)``: the states at `ts` (sorted, within [t0, t1]), the state
+    and time where the loop stopped, a status code of `fimkit.models.base`, and whether
+    `terminate` held.
+    """
+    sg = jax.lax.stop_gradient
+    n_ts = ts.shape[0]
+    dtype = jnp.result_type(y0, float)
+    y0 = jnp.asarray(y0, dtype=dtype)
+    t0 = jnp.asarray(t0, dtype=dtype)
+    t1 = jnp.asarray(t1, dtype=dtype)
+    f0 = field(t0, y0, args)
+    h_init = sg(_initial_step(field, sg(t0), sg(y0), sg(f0), args, rtol, atol))
+    expand = (slice(None),) + (None,) * y0.ndim  # a sample axis in front of the state's shape
+    # Samples at t0 need no step; written so that their derivative in time is f(t0, y0).
+    at_start = ts <= t0
+    out = jnp.where(at_start[expand], y0[None] + (ts - t0)[expand] * f0[None], unreached)
+    idx0 = jnp.sum(at_start).astype(jnp.int32)
+
+    def body(state):
+        t, y, f, h, idx, n_steps, status, done, out = state
+        last = sg(t + h) >= t1 - 1e-12 * jnp.abs(t1)
+        h = sg(jnp.where(last, t1 - t, h))
+        y1, err, dense, f1 = step(t, y, f, h)
+        scale = atol + rtol * jnp.maximum(jnp.abs(sg(y)), jnp.abs(sg(y1)))
+        e = sg(_rms(err / scale))
+        finite = jnp.isfinite(e)
+        if check_state:
+            finite = finite & jnp.all(jnp.isfinite(sg(y1)))
+        accept = finite & (e <= 1.0)
+        factor = SAFETY * jnp.where(e > 0, e, 1e-10) ** (-1.0 / error_order)
+        factor = jnp.where(finite, jnp.clip(factor, FACTOR_MIN, factor_max), FACTOR_MIN)
+        factor = jnp.where(accept, factor, jnp.minimum(factor, 1.0))
+        t_new = jnp.where(last, t1, t + h)
+
+        def save_cond(s):
+            i, _ = s
+            return accept & (i < n_ts) & (sg(ts[jnp.minimum(i, n_ts - 1)]) <= t_new)
+
+        def save_body(s):
+            i, o = s
+            return i + 1, o.at[i].set(interpolate((ts[i] - t) / h, y, y1, h, dense))
+
+        if n_ts:
+            idx, out = jax.lax.while_loop(save_cond, save_body, (idx, out))
+        h_next = h * factor
+        underflow = ~accept & (sg(t + h_next) <= t)
+        status = jnp.where(underflow, STATUS_SOLVER_FAILED, status)
+        t = jnp.where(accept, t_new, t)
+        y = jnp.where(accept, y1, y)
+        f = jnp.where(accept, f1, f)
+        if terminate is not None:
+            done = accept & sg(terminate(t, y, args))
+        return t, y, f, h_next, idx, n_steps + 1, status, done, out
+
+    def cond(state):
+        t, n_steps, status, done = state[0], state[5], state[6], state[7]
+        return (t < t1) & (n_steps < max_steps) & (status == STATUS_OK) & ~done
+
+    init = (
+        t0,
+        y0,
+        f0,
+        h_init,
+        idx0,
+        jnp.asarray(0),
+        jnp.asarray(STATUS_OK),
+        jnp.asarray(False),
+        out,
+    )
+    t, y, _, _, _, _, status, done, out = jax.lax.while_loop(cond, body, init)
+    status = jnp.where((status == STATUS_OK) & (t < t1) & ~done, STATUS_MAX_STEPS, status)
+    return out, y, t, status, done
+
+
 def tsit5_solve(
     field: Callable[[Any, Any, Any], Any],
     t0: Any,
@@ -120,23 +227,7 @@ def tsit5_solve(
     `ts` must be sorted and within [t0, t1]. Returns ``(ys, y1, status)``: the states at `ts`
     (shape ``(len(ts), *y0.shape)``), the state at `t1`, and a status code of `fimkit.models.base`.
     """
-    sg = jax.lax.stop_gradient
-    n_ts = ts.shape[0]
-    dtype = jnp.result_type(y0, float)
-    y0 = jnp.asarray(y0, dtype=dtype)
-    t0 = jnp.asarray(t0, dtype=dtype)
-    t1 = jnp.asarray(t1, dtype=dtype)
-    f0 = field(t0, y0, args)
-    h_init = sg(_initial_step(field, sg(t0), sg(y0), sg(f0), args, rtol, atol))
-    # Dense output: after each accepted step, the samples it covers get the method's interpolant.
-    # The step sequence never depends on the sampling times, so a derivative with respect to a
-    # sampling time is the derivative of the interpolant.
     R = jnp.asarray(_R)
-    expand = (slice(None),) + (None,) * y0.ndim  # a sample axis in front of the state's shape
-    # Samples at t0 need no step; written so that their derivative in time is f(t0, y0).
-    at_start = ts <= t0
-    out = jnp.where(at_start[expand], y0[None] + (ts - t0)[expand] * f0[None], 0.0)
-    idx0 = jnp.sum(at_start).astype(jnp.int32)
 
     def step(t, y, f0, h):
         ks = [f0]
@@ -145,55 +236,27 @@ def tsit5_solve(
             ks.append(field(t + _C[i] * h, yi, args))
         y1 = y + h * sum(b * k for b, k in zip(_B[:6], ks[:6], strict=True))
         err = h * sum(e * k for e, k in zip(_E, ks, strict=True))
-        return y1, jnp.stack(ks), err
+        return y1, err, jnp.stack(ks), ks[6]
 
-    def body(state):
-        t, y, f, h, idx, n_steps, status, out = state
-        last = sg(t + h) >= t1 - 1e-12 * jnp.abs(t1)
-        h = sg(jnp.where(last, t1 - t, h))
-        y1, ks, err = step(t, y, f, h)
-        scale = atol + rtol * jnp.maximum(jnp.abs(sg(y)), jnp.abs(sg(y1)))
-        e = sg(_rms(err / scale))
-        finite = jnp.isfinite(e)
-        accept = finite & (e <= 1.0)
-        factor = SAFETY * jnp.where(e > 0, e, 1e-10) ** (-1.0 / ERROR_ORDER)
-        factor = jnp.where(finite, jnp.clip(factor, FACTOR_MIN, FACTOR_MAX), FACTOR_MIN)
-        factor = jnp.where(accept, factor, jnp.minimum(factor, 1.0))
-        t_new = jnp.where(last, t1, t + h)
+    def interpolate(theta, y, y1, h, ks):
+        weights = R @ (theta ** jnp.arange(1, 5, dtype=ks.dtype))
+        return y + h * jnp.tensordot(weights, ks, axes=1)
 
-        def save_cond(s):
-            i, _ = s
-            return accept & (i < n_ts) & (sg(ts[jnp.minimum(i, n_ts - 1)]) <= t_new)
-
-        def save_body(s):
-            i, o = s
-            theta = (ts[i] - t) / h
-            weights = R @ (theta ** jnp.arange(1, 5, dtype=dtype))
-            return i + 1, o.at[i].set(y + h * jnp.tensordot(weights, ks, axes=1))
-
-        idx, out = jax.lax.while_loop(save_cond, save_body, (idx, out))
-        h_next = h * factor
-        underflow = ~accept & (sg(t + h_next) <= t)
-        status = jnp.where(underflow, STATUS_SOLVER_FAILED, status)
-        return (
-            jnp.where(accept, t_new, t),
-            jnp.where(accept, y1, y),
-            jnp.where(accept, ks[6], f),
-            h_next,
-            idx,
-            n_steps + 1,
-            status,
-            out,
-        )
-
-    def cond(state):
-        t, n_steps, status = state[0], state[5], state[6]
-        return (t < t1) & (n_steps < max_steps) & (status == STATUS_OK)
-
-    init = (t0, y0, f0, h_init, idx0, jnp.asarray(0), jnp.asarray(STATUS_OK), out)
-    t, y, _, _, _, _, status, out = jax.lax.while_loop(cond, body, init)
-    status = jnp.where((status == STATUS_OK) & (t < t1), STATUS_MAX_STEPS, status)
+    out, y, _, status, _ = adaptive_loop(
+        step,
+        interpolate,
+        field,
+        t0,
+        t1,
+        y0,
+        ts,
+        args,
+        rtol=rtol,
+        atol=atol,
+        max_steps=max_steps,
+        error_order=ERROR_ORDER,
+    )
     return out, y, status
 
 
-__all__ = ["tsit5_solve"]
+__all__ = ["adaptive_loop", "tsit5_solve"]

@@ -49,8 +49,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.linalg import lu_factor, lu_solve
 
-from ._rk import FACTOR_MIN, SAFETY, _initial_step, _rms
-from .base import STATUS_MAX_STEPS, STATUS_OK, STATUS_SOLVER_FAILED
+from ._rk import adaptive_loop
 
 
 @dataclass(frozen=True)
@@ -343,65 +342,36 @@ def _integrate(
     tab, field, t0, t1, y0, ts, args, rtol, atol, max_steps, terminate, unroll, linear="inverse"
 ):
     """The loop behind `rosenbrock_solve` and `rosenbrock_steady`: ``(ys, y, t, status, done)``."""
-    sg = jax.lax.stop_gradient
-    n_ts = ts.shape[0]
-    dtype = jnp.result_type(y0, float)
-    y0 = jnp.asarray(y0, dtype=dtype)
-    if y0.ndim != 1:
-        raise ValueError(f"The Rosenbrock solver needs a state vector. Got shape {y0.shape}.")
-    t0 = jnp.asarray(t0, dtype=dtype)
-    t1 = jnp.asarray(t1, dtype=dtype)
-    f0 = field(t0, y0, args)
-    h_init = sg(_initial_step(field, sg(t0), sg(y0), sg(f0), args, rtol, atol))
-    # The error estimate is that of the embedded solution, of order `tab.order - 1`: O(h^order).
-    expo = -1.0 / tab.order
-    # Samples at t0 need no step; written so that their derivative in time is f(t0, y0). Samples
-    # a failed solve never reaches stay NaN, so the caller can say where it stopped.
-    at_start = ts <= t0
-    out = jnp.where(at_start[:, None], y0[None] + (ts - t0)[:, None] * f0[None], jnp.nan)
-    idx0 = jnp.sum(at_start).astype(jnp.int32)
+    if jnp.ndim(y0) != 1:
+        raise ValueError(f"The Rosenbrock solver needs a state vector. Got shape {jnp.shape(y0)}.")
 
-    def body(state):
-        t, y, h, idx, n_steps, status, done, out = state
-        last = sg(t + h) >= t1 - 1e-12 * jnp.abs(t1)
-        h = sg(jnp.where(last, t1 - t, h))
+    def step(t, y, f, h):
         y1, err, K = rosenbrock_step(tab, field, t, y, h, args, unroll=unroll, linear=linear)
-        scale = atol + rtol * jnp.maximum(jnp.abs(sg(y)), jnp.abs(sg(y1)))
-        e = sg(_rms(err / scale))
-        finite = jnp.isfinite(e) & jnp.all(jnp.isfinite(sg(y1)))
-        accept = finite & (e <= 1.0)
-        factor = SAFETY * jnp.where(e > 0, e, 1e-10) ** expo
-        factor = jnp.where(finite, jnp.clip(factor, FACTOR_MIN, FACTOR_MAX), FACTOR_MIN)
-        factor = jnp.where(accept, factor, jnp.minimum(factor, 1.0))
-        t_new = jnp.where(last, t1, t + h)
+        return y1, err, K, f  # no first-same-as-last stage: f(t, y) is not reused
 
-        def save_cond(s):
-            i, _ = s
-            return accept & (i < n_ts) & (sg(ts[jnp.minimum(i, n_ts - 1)]) <= t_new)
+    def interpolate(theta, y, y1, h, K):
+        return dense_eval(theta, y, y1, K)
 
-        def save_body(s):
-            i, o = s
-            return i + 1, o.at[i].set(dense_eval((ts[i] - t) / h, y, y1, K))
-
-        if n_ts:
-            idx, out = jax.lax.while_loop(save_cond, save_body, (idx, out))
-        h_next = h * factor
-        underflow = ~accept & (sg(t + h_next) <= t)
-        status = jnp.where(underflow, STATUS_SOLVER_FAILED, status)
-        t = jnp.where(accept, t_new, t)
-        y = jnp.where(accept, y1, y)
-        if terminate is not None:
-            done = accept & sg(terminate(t, y, args))
-        return t, y, h_next, idx, n_steps + 1, status, done, out
-
-    def cond(state):
-        t, n_steps, status, done = state[0], state[4], state[5], state[6]
-        return (t < t1) & (n_steps < max_steps) & (status == STATUS_OK) & ~done
-
-    init = (t0, y0, h_init, idx0, jnp.asarray(0), jnp.asarray(STATUS_OK), jnp.asarray(False), out)
-    t, y, _, _, _, status, done, out = jax.lax.while_loop(cond, body, init)
-    status = jnp.where((status == STATUS_OK) & (t < t1) & ~done, STATUS_MAX_STEPS, status)
-    return out, y, t, status, done
+    # The error estimate is that of the embedded solution, of order `tab.order - 1`: O(h^order).
+    # Samples a failed solve never reaches stay NaN, so the caller can say where it stopped.
+    return adaptive_loop(
+        step,
+        interpolate,
+        field,
+        t0,
+        t1,
+        y0,
+        ts,
+        args,
+        rtol=rtol,
+        atol=atol,
+        max_steps=max_steps,
+        error_order=tab.order,
+        factor_max=FACTOR_MAX,
+        check_state=True,
+        unreached=jnp.nan,
+        terminate=terminate,
+    )
 
 
 def rosenbrock_solve(
