@@ -146,6 +146,21 @@ def _times(times: Any, owner: str) -> np.ndarray:
     return t
 
 
+def as_doses(doses: Any, owner: str) -> tuple[Bolus | Infusion, ...]:
+    """A tuple of doses from None, one dose or a sequence; anything else is a `DesignError`."""
+    doses = doses if doses is not None else ()
+    if isinstance(doses, Bolus | Infusion):
+        doses = (doses,)
+    doses = tuple(doses)
+    for d in doses:
+        if not isinstance(d, Bolus | Infusion):
+            raise DesignError(
+                f"The 'doses' argument of {owner} must hold Bolus or Infusion objects. "
+                f"Got {describe(d)}."
+            )
+    return doses
+
+
 @dataclass(frozen=True, eq=False)
 class Group:
     """`n` identical subjects sampled at `times`, measuring `outputs` (None: all), given `doses`."""
@@ -167,17 +182,7 @@ class Group:
             if len(set(outs)) != len(outs):
                 raise DesignError(f"The 'outputs' argument of Group has duplicates: {list(outs)}.")
             object.__setattr__(self, "outputs", outs)
-        doses = self.doses if self.doses is not None else ()
-        if isinstance(doses, Bolus | Infusion):
-            doses = (doses,)
-        doses = tuple(doses)
-        for d in doses:
-            if not isinstance(d, Bolus | Infusion):
-                raise DesignError(
-                    f"The 'doses' argument of Group must hold Bolus or Infusion objects. "
-                    f"Got {describe(d)}."
-                )
-        object.__setattr__(self, "doses", doses)
+        object.__setattr__(self, "doses", as_doses(self.doses, "Group"))
         if isinstance(self.n, bool) or not isinstance(self.n, int | np.integer) or self.n < 1:
             raise DesignError(
                 f"The 'n' argument of Group must be an integer >= 1. Got {describe(self.n)}."

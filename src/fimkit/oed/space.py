@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ..design import Bolus, Infusion
+from ..design import Bolus, Infusion, as_doses
 from ..errors import DesignError, describe
 
 
@@ -259,16 +259,7 @@ class GroupSpace:
                 raise DesignError(f"The 'output_options' argument of {owner} must not be empty.")
             object.__setattr__(self, "output_options", opts)
         # -- doses ---------------------------------------------------------------------------------
-        doses = self.doses if self.doses is not None else ()
-        if isinstance(doses, Bolus | Infusion):
-            doses = (doses,)
-        doses = tuple(doses)
-        for d in doses:
-            if not isinstance(d, Bolus | Infusion):
-                raise DesignError(
-                    f"The 'doses' argument of {owner} must hold Bolus or Infusion objects. "
-                    f"Got {describe(d)}."
-                )
+        doses = as_doses(self.doses, owner)
         object.__setattr__(self, "doses", doses)
         for arg in ("dose_bounds", "dose_levels"):
             spec = getattr(self, arg)
