@@ -529,18 +529,21 @@ def read_sbml(source: str | os.PathLike) -> SBMLSystem:
     initial: dict[str, sp.Expr] = {}
     species_info: dict[str, tuple[str, bool]] = {}
 
-    for c in compartments:
-        cid = c.getId()
-        size = c.getSize() if c.isSetSize() else math_nan()
-        if cid in assignment:
-            continue
-        if cid in rate or cid in event_targets:
-            states.append(cid)
-            initial[cid] = initial_assignments.get(cid, sp.Float(size))
-        elif cid in initial_assignments:
-            derived[cid] = initial_assignments[cid]
+    def place(xid: str, value: float) -> None:
+        """A compartment or parameter: a state (rate rule or event target), a value derived by an
+        initial assignment, or a constant; assignment-rule targets are handled elsewhere."""
+        if xid in assignment:
+            return
+        if xid in rate or xid in event_targets:
+            states.append(xid)
+            initial[xid] = initial_assignments.get(xid, sp.Float(value))
+        elif xid in initial_assignments:
+            derived[xid] = initial_assignments[xid]
         else:
-            constants[cid] = float(size)
+            constants[xid] = float(value)
+
+    for c in compartments:
+        place(c.getId(), c.getSize() if c.isSetSize() else math_nan())
 
     for s in species:
         sid = s.getId()
@@ -562,17 +565,7 @@ def read_sbml(source: str | os.PathLike) -> SBMLSystem:
             initial[sid] = sp.nan
 
     for p in parameters:
-        pid = p.getId()
-        value = p.getValue() if p.isSetValue() else math_nan()
-        if pid in assignment:
-            continue
-        if pid in rate or pid in event_targets:
-            states.append(pid)
-            initial[pid] = initial_assignments.get(pid, sp.Float(value))
-        elif pid in initial_assignments:
-            derived[pid] = initial_assignments[pid]
-        else:
-            constants[pid] = float(value)
+        place(p.getId(), p.getValue() if p.isSetValue() else math_nan())
 
     for e in event_targets:
         if e not in symbols:
