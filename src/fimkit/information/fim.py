@@ -390,34 +390,79 @@ def _jsonable(x: Any) -> Any:
     return str(x)
 
 
+def _dispersion_varies(setup: Setup, theta, n_obs: int) -> bool:
+    """Whether the noise model's dispersion can depend on θ (through f or noise parameters).
+
+    Decided from the structure of the noise map alone (a trace with abstract values, no solve):
+    for additive noise with a known σ it cannot, and the dispersion term of the information is
+    left out of the program instead of being computed from zeros.
+    """
+    outputs = setup.observation_outputs
+
+    def disp(th, f):
+        p = dict(zip(setup.names, th, strict=True))
+        return setup.noise.location_dispersion(f, p, outputs)[1]
+
+    closed = jax.make_jaxpr(disp)(
+        jax.ShapeDtypeStruct(theta.shape, theta.dtype), jax.ShapeDtypeStruct((n_obs,), theta.dtype)
+    )
+    return _reaches(closed.jaxpr)
+
+
+def _reaches(jaxpr) -> bool:
+    """Whether any output of `jaxpr` is computed from its inputs (conservative on sub-programs)."""
+    from jax.extend.core import Literal
+
+    live = set(jaxpr.invars)
+    for eqn in jaxpr.eqns:
+        if any(not isinstance(v, Literal) and v in live for v in eqn.invars):
+            live.update(eqn.outvars)
+    return any(not isinstance(v, Literal) and v in live for v in jaxpr.outvars)
+
+
 def information_terms(setup: Setup, theta, times, dose_values):
     """The pieces of the exact information, per observation, from one forward-mode pass.
 
     Returns (S, G, w_loc, w_disp, loc, disp, status): S = ∂loc/∂θ and G = ∂disp/∂θ (rows per
-    flattened observation), the noise model's per-observation information about (loc, disp), and
-    what they were computed from. I = Sᵀ diag(n·w_loc) S + Gᵀ diag(n·w_disp) G. Shared by the FIM
-    and by the design optimiser, which needs the terms per sampling time.
+    flattened observation; G is None when the dispersion cannot depend on θ, e.g. additive noise
+    with a known σ), the noise model's per-observation information about (loc, disp), and what
+    they were computed from. I = Sᵀ diag(n·w_loc) S + Gᵀ diag(n·w_disp) G. Shared by the FIM and
+    by the design optimiser, which needs the terms per sampling time.
     """
+    theta = jnp.asarray(theta)
+    n_obs = int(setup.weights().size)
+    if _dispersion_varies(setup, theta, n_obs):
 
-    def f(th):
-        loc, disp, status = setup.location_dispersion(th, times, dose_values)
-        return jnp.concatenate([loc, disp]), (loc, disp, status)
+        def f(th):
+            loc, disp, status = setup.location_dispersion(th, times, dose_values)
+            return jnp.concatenate([loc, disp]), (loc, disp, status)
 
-    jac, (loc, disp, status) = jax.jacfwd(f, has_aux=True)(theta)
-    n = loc.shape[0]
+        jac, (loc, disp, status) = jax.jacfwd(f, has_aux=True)(theta)
+        S, G = jac[:n_obs], jac[n_obs:]
+    else:
+
+        def f(th):
+            loc, disp, status = setup.location_dispersion(th, times, dose_values)
+            return loc, (loc, disp, status)
+
+        S, (loc, disp, status) = jax.jacfwd(f, has_aux=True)(theta)
+        G = None
     w_loc, w_disp = setup.noise._weights(loc, disp)
-    return jac[:n], jac[n:], w_loc, w_disp, loc, disp, status
+    return S, G, w_loc, w_disp, loc, disp, status
 
 
 def _fim_program(setup: Setup):
     weights = jnp.asarray(setup.weights())
 
     def run(theta, times, dose_values):
-        S, G, w_loc, w_disp, loc, disp, status = information_terms(setup, theta, times, dose_values)
-        matrix = S.T @ (S * (weights * w_loc)[:, None]) + G.T @ (G * (weights * w_disp)[:, None])
-        # The host looks at loc and disp (Setup.check_noise) only when this says something is off.
+        S, G, w_loc, w_disp, loc, _, status = information_terms(setup, theta, times, dose_values)
+        matrix = S.T @ (S * (weights * w_loc)[:, None])
+        if G is not None:
+            matrix = matrix + G.T @ (G * (weights * w_disp)[:, None])
+        # Only a flag comes back: the host recomputes loc and disp (to name the degenerate
+        # observation) when it says something is off. Every output costs a buffer on every call.
         noise_ok = jnp.all(jnp.isfinite(loc) & jnp.isfinite(w_loc) & jnp.isfinite(w_disp))
-        return matrix, loc, disp, status, noise_ok
+        return matrix, status, noise_ok
 
     return run
 
@@ -511,10 +556,11 @@ def fisher_information(
                 "and key=)."
             )
         program = setup.compiled("fim", _fim_program)
-        matrix, loc, disp, status, noise_ok = program(th, setup.times(), setup.dose_values)
+        matrix, status, noise_ok = program(th, setup.times(), setup.dose_values)
         setup.check_status(status, th)
         if not bool(noise_ok):
-            setup.check_noise(loc, disp)
+            loc_disp = setup.compiled("loc-disp", lambda s: s.location_dispersion)
+            setup.check_noise(*loc_disp(th, setup.times(), setup.dose_values)[:2])
         provenance["method"] = "exact (closed form, forward-mode AD)"
     else:
         if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 2:

@@ -319,8 +319,15 @@ class ODEModel(AbstractModel):
         def value(src):
             return p[src[1]] if src[0] == "param" else dose_values[src[1]]
 
+        # The parameters enter the solver loop as one vector, built once outside it: the barrier
+        # keeps XLA from sinking the stacking of the scalars (and of their tangents) into the loop
+        # body, where it was redone at every stage (on the kinase cascade a third of the solve).
+        names = self._params
+        packed = jax.lax.optimization_barrier(jnp.asarray([p[n] for n in names], dtype=float))
+
         def field(t, y, args):
-            params, inflow = args
+            vector, inflow = args
+            params = dict(zip(names, vector, strict=True))
             return _vector(self.rhs(t, y, params), n_states, "rhs", owner) + inflow
 
         if self._own_loop is None:
@@ -349,7 +356,7 @@ class ODEModel(AbstractModel):
                     stop,
                     y,
                     jnp.clip(ts, start, stop),
-                    (p, inflow),
+                    (packed, inflow),
                     rtol=self.rtol,
                     atol=self.atol,
                     max_steps=self.max_steps,
@@ -364,7 +371,7 @@ class ODEModel(AbstractModel):
                 t1=stop,
                 dt0=None,
                 y0=y,
-                args=(p, inflow),
+                args=(packed, inflow),
                 saveat=diffrax.SaveAt(ts=jnp.clip(ts, start, stop), t1=True),
                 stepsize_controller=controller,
                 max_steps=self.max_steps,

@@ -51,16 +51,16 @@ def _elements(setup: Setup):
             & jnp.all(jnp.isfinite(w_loc))
             & jnp.all(jnp.isfinite(w_disp))
             & jnp.all(jnp.isfinite(S))
-            & jnp.all(jnp.isfinite(G))
+            & (G is None or jnp.all(jnp.isfinite(G)))
         )
         out, start = [], 0
         for k, m in zip(sizes, n_out, strict=True):
             rows = slice(start, start + k * m)
-            s, g = S[rows], G[rows]
-            wl, wd = w_loc[rows], w_disp[rows]
-            e = wl[:, None, None] * (s[:, :, None] * s[:, None, :]) + wd[:, None, None] * (
-                g[:, :, None] * g[:, None, :]
-            )
+            s, wl = S[rows], w_loc[rows]
+            e = wl[:, None, None] * (s[:, :, None] * s[:, None, :])
+            if G is not None:
+                g, wd = G[rows], w_disp[rows]
+                e = e + wd[:, None, None] * (g[:, :, None] * g[:, None, :])
             out.append(e.reshape(k, m, *e.shape[1:]).sum(axis=1))
             start += k * m
         return tuple(out), ok
