@@ -274,3 +274,30 @@ def test_own_tsit5_reports_max_steps_and_blow_up():
     blow = fk.ODEModel(rhs, [1.0], observe, params=["a"], states=["y"], max_steps=2000)
     with pytest.raises(fk.errors.SolverError):
         fk.predict(blow, {"a": 1.0}, [0.5, 2.0])
+
+
+def test_validated_setup_is_reused_per_design_and_noise_and_results_are_unchanged():
+    from fimkit.prediction import Setup
+
+    ex = fk.examples.pk_bolus()
+    known = {"CL": ex.theta["CL"], "V": ex.theta["V"]}
+
+    def conc(t, p):
+        return 100.0 / p["V"] * jnp.exp(-p["CL"] / p["V"] * t)
+
+    model = fk.AnalyticModel(conc, params=["CL", "V"], outputs=["C"])
+    design = fk.Design(times=[0.5, 1.0, 2.0, 4.0, 8.0])
+    first = Setup.build(model, design, 1.0)
+    assert Setup.build(model, design, 1.0) is first
+    assert Setup.build(model, design, 2.0) is not first
+    # An equal design built anew is a different object: validated again, same information.
+    other = fk.Design(times=[0.5, 1.0, 2.0, 4.0, 8.0])
+    assert Setup.build(model, other, 1.0) is not first
+    # Closed form: C = D/V·exp(−k t), ∂C/∂CL = −t/V·C, ∂C/∂V = C(−1/V + CL t/V²).
+    t = np.asarray(design.times)
+    CL, V = known["CL"], known["V"]
+    c = 100.0 / V * np.exp(-CL / V * t)
+    S = np.column_stack([-t / V * c, c * (-1 / V + CL * t / V**2)])
+    for sigma, d in ((1.0, design), (2.0, design), (1.0, other), (1.0, design)):
+        F = fk.fisher_information(model, known, d, noise=sigma)
+        np.testing.assert_allclose(F.matrix, S.T @ S / sigma**2, rtol=1e-10)

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .design import Design, as_design
+from .design import Design, Group, as_design
 from .errors import DesignError, ModelError, NoiseError, SolverError, describe
 from .models.base import (
     STATUS_ADVICE,
@@ -26,6 +26,9 @@ from .models.base import (
     resolve_theta,
 )
 from .noise import NoiseModel, as_noise
+
+# Validated (model, design, noise) triples kept per model (see `Setup.build`).
+SETUP_CACHE_SIZE = 64
 
 
 def _check_model(model: Any) -> AbstractModel:
@@ -59,9 +62,33 @@ class Setup:
 
     @classmethod
     def build(cls, model: Any, design: Any, noise: Any = None, *, need_noise: bool = True) -> Setup:
+        """The validated triple; kept on the model for a `Design` or `Group` seen before.
+
+        Designs, groups, noise models and models are immutable, so the checks and the dose
+        schedules of a triple need to run only once: repeated calls (a FIM per θ in a loop)
+        then skip them.
+        """
         model = _check_model(model)
-        design = as_design(design)
         noise = as_noise(noise) if (need_noise or noise is not None) else None
+        if not isinstance(design, Design | Group):
+            return cls._build(model, as_design(design), noise)
+        key = (id(design), noise)
+        try:
+            hash(key)
+        except TypeError:  # a noise model holding something unhashable
+            return cls._build(model, as_design(design), noise)
+        setups = model._cache.setdefault("setups", {})
+        hit = setups.get(key)
+        if hit is not None and hit[0] is design:
+            return hit[1]
+        setup = cls._build(model, as_design(design), noise)
+        if len(setups) >= SETUP_CACHE_SIZE:
+            del setups[next(iter(setups))]
+        setups[key] = (design, setup)  # the design is held, so its id is not reused meanwhile
+        return setup
+
+    @classmethod
+    def _build(cls, model: AbstractModel, design: Design, noise: NoiseModel | None) -> Setup:
         if noise is not None:
             noise.validate(model.outputs)
         names = parameter_names(model, noise)

@@ -460,11 +460,21 @@ def _fim_program(setup: Setup):
         if G is not None:
             matrix = matrix + G.T @ (G * (weights * w_disp)[:, None])
         # Only a flag comes back: the host recomputes loc and disp (to name the degenerate
-        # observation) when it says something is off. Every output costs a buffer on every call.
+        # observation) when it says something is off. Everything comes back in one vector (see
+        # `unpack_fim`): each output costs a buffer and a transfer on every call.
         noise_ok = jnp.all(jnp.isfinite(loc) & jnp.isfinite(w_loc) & jnp.isfinite(w_disp))
-        return matrix, status, noise_ok
+        return jnp.concatenate(
+            [matrix.ravel(), status.astype(matrix.dtype), noise_ok.astype(matrix.dtype)[None]]
+        )
 
     return run
+
+
+def unpack_fim(packed: Any, n_params: int) -> tuple[np.ndarray, np.ndarray, bool]:
+    """(matrix, statuses, noise_ok) from the one vector `_fim_program` returns."""
+    packed = np.asarray(packed)
+    k = n_params * n_params
+    return packed[:k].reshape(n_params, n_params), packed[k:-1].astype(int), bool(packed[-1])
 
 
 METHODS = ("exact", "score-covariance", "neg-hessian")
@@ -556,9 +566,10 @@ def fisher_information(
                 "and key=)."
             )
         program = setup.compiled("fim", _fim_program)
-        matrix, status, noise_ok = program(th, setup.times(), setup.dose_values)
+        packed = program(th, setup.times(), setup.dose_values)
+        matrix, status, noise_ok = unpack_fim(packed, len(setup.names))
         setup.check_status(status, th)
-        if not bool(noise_ok):
+        if not noise_ok:
             loc_disp = setup.compiled("loc-disp", lambda s: s.location_dispersion)
             setup.check_noise(*loc_disp(th, setup.times(), setup.dose_values)[:2])
         provenance["method"] = "exact (closed form, forward-mode AD)"

@@ -81,8 +81,13 @@ def resolve_theta(
                 f"The '{argument}' argument is missing parameters {missing}; "
                 f"the parameters are {list(names)}."
             )
+        raw = [theta[n] for n in names]
         try:
-            values = np.array([float(np.asarray(theta[n])) for n in names], dtype=np.float64)
+            if any(v is None or isinstance(v, str | bytes) for v in raw):
+                raise TypeError("not a number")
+            values = np.array(raw, dtype=np.float64)
+            if values.shape != (len(names),):  # e.g. a value given as a one-element array
+                values = np.array([float(np.asarray(v)) for v in raw], dtype=np.float64)
         except (TypeError, ValueError) as exc:
             raise ParameterError(
                 f"The '{argument}' argument must map names to numbers. Got {describe(theta)}."
@@ -100,13 +105,14 @@ def resolve_theta(
                 f"The '{argument}' argument must have length {len(names)} (parameters "
                 f"{list(names)}). Got shape {values.shape}: {describe(theta)}."
             )
-    bad = [n for n, v in zip(names, values, strict=True) if not np.isfinite(v)]
-    if bad:
+    finite = np.isfinite(values)
+    if not finite.all():
+        bad = [n for n, ok in zip(names, finite.tolist(), strict=True) if not ok]
         raise ParameterError(
             f"The '{argument}' argument must be finite. Got non-finite values for {bad}: "
             f"{dict(zip(names, values.tolist(), strict=True))}."
         )
-    if positive:
+    if positive and (values <= 0).any():
         bad = {n: float(v) for n, v in zip(names, values, strict=True) if v <= 0}
         if bad:
             raise ParameterError(
