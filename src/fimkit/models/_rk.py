@@ -221,11 +221,13 @@ def tsit5_solve(
     rtol: float,
     atol: float,
     max_steps: int,
+    unreached: float = 0.0,
 ):
     """Integrate ``y' = field(t, y, args)`` from `t0` to `t1`.
 
     `ts` must be sorted and within [t0, t1]. Returns ``(ys, y1, status)``: the states at `ts`
     (shape ``(len(ts), *y0.shape)``), the state at `t1`, and a status code of `fimkit.models.base`.
+    Samples a failed solve never reaches hold `unreached` (NaN lets a caller say where it stopped).
     """
     R = jnp.asarray(_R)
 
@@ -255,6 +257,7 @@ def tsit5_solve(
         atol=atol,
         max_steps=max_steps,
         error_order=ERROR_ORDER,
+        unreached=unreached,
     )
     return out, y, status
 
