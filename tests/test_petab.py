@@ -294,6 +294,31 @@ def test_gradient_matches_finite_differences(problem):
     np.testing.assert_allclose(g, fd, rtol=1e-5, atol=1e-5)
 
 
+def test_only_parameters_of_the_dynamics_go_through_the_solver(problem):
+    """Observable, scaling and noise parameters get no solver sensitivities; the FIM's Jacobian
+    (states linear in the dynamic parameters, the rest direct) equals a full forward-mode
+    Jacobian through the solver."""
+    import jax
+
+    ids = problem.parameter_ids
+    dynamic = {ids[i] for i in problem._dynamic_parameters()}
+    assert {"scale_A", "offset_A", "sigma_A", "sigma_E"}.isdisjoint(dynamic)
+    assert {"k1", "Km", "k2", "kdeg", "t_ev"} <= dynamic
+    predict = problem._predict_fn()[0]
+    location = problem._loglike_terms()[0]
+    x = problem.nominal()
+
+    def full(x):
+        h, sigma, *_ = predict(x)
+        return jax.numpy.concatenate([location(h), sigma])
+
+    J = np.asarray(jax.jit(jax.jacfwd(full))(x))
+    Jl, Js = problem.sensitivities(x)
+    assert len(dynamic) < len(ids) and np.abs(Jl).max() > 0
+    scale = np.abs(J).max(axis=0)
+    np.testing.assert_allclose(np.vstack([Jl, Js]) / scale, J / scale, rtol=0, atol=1e-10)
+
+
 def test_observed_information_matches_finite_differences_of_the_gradient(problem):
     x = problem.nominal()
     obs = problem.observed_information(x)

@@ -994,6 +994,18 @@ class PetabProblem:
             f"{describe(name)}."
         )
 
+    def _dynamic_parameters(self) -> np.ndarray:
+        """Indices of the estimated parameters that reach the simulation (model parameters of
+        any condition, initial-value overrides, pre-equilibration), sorted: the others enter
+        only observables and noise, and need no sensitivities from the solver."""
+        used = set(np.asarray(self._P_sim).ravel().tolist())
+        used |= set(np.asarray(self._O_sim_src)[np.asarray(self._O_sim_mask)].ravel().tolist())
+        if self._preeqs:
+            used |= set(np.asarray(self._P_pre).ravel().tolist())
+            used |= set(np.asarray(self._O_pre_src)[np.asarray(self._O_pre_mask)].ravel().tolist())
+        n = len(self.parameter_ids)
+        return np.array(sorted(i for i in used if i < n), dtype=np.int32)
+
     def _unroll(self) -> bool:
         """Whether the Rosenbrock stages are traced one by one (see `_rosenbrock.rosenbrock_step`)."""
         unroll = self.solver_options.get("unroll", "auto")
@@ -1002,7 +1014,8 @@ class PetabProblem:
         return bool(unroll)
 
     def _predict_fn(self):
-        """x → (h, σ, status per experiment, first failing time index per experiment)."""
+        """x → (h, σ, status per experiment, first failing time index per experiment), and its
+        two halves: x → simulated states (and statuses), and (x, states) → (h, σ)."""
         o = self.solver_options
         solver = self._solver()
         f_rhs, f_init, f_thr, f_events = (
@@ -1252,7 +1265,9 @@ class PetabProblem:
                 return jax.lax.map(lambda a: fn(*a), args)
             return jax.vmap(fn)(*args)
 
-        def predict(x):
+        def simulate_all(x):
+            """x → (states at the measurement times, post-equilibrium states or None, statuses,
+            pre-equilibration statuses, first failing time index per experiment)."""
             v = jnp.concatenate([unscale(x), fixed])
             pm = v[P_sim]
             y0 = jax.vmap(f_init)(pm)
@@ -1268,9 +1283,19 @@ class PetabProblem:
                 y0 = jnp.where((pre_of >= 0)[:, None], from_pre, y0)
                 pre_status = jnp.where(pre_of >= 0, sq[idx], 0)
             states, status = batch(simulate, pm, y0, T)
+            y_post = None
             if has_post:
                 y_post, _, post_status = batch(steady, pm, states[:, -1])
                 status = jnp.where(status == 0, jnp.where(post_status == 0, 0, 5), status)
+            finite = jnp.all(jnp.isfinite(states), axis=-1)
+            first_bad = jnp.argmin(finite, axis=-1)
+            first_bad = jnp.where(jnp.all(finite, axis=-1), -1, first_bad)
+            return states, y_post, status, pre_status, first_bad
+
+        def observe_all(x, states, y_post):
+            """(x, simulated states) → (observables h, noise σ), one per measurement."""
+            v = jnp.concatenate([unscale(x), fixed])
+            pm = v[P_sim]
             h = jnp.zeros(n_meas)
             sigma = jnp.ones(n_meas)
             for oid, rows in obs_rows.items():
@@ -1286,12 +1311,14 @@ class PetabProblem:
                 )
                 h = h.at[rows].set(out[:, 0])
                 sigma = sigma.at[rows].set(out[:, 1])
-            finite = jnp.all(jnp.isfinite(states), axis=-1)
-            first_bad = jnp.argmin(finite, axis=-1)
-            first_bad = jnp.where(jnp.all(finite, axis=-1), -1, first_bad)
+            return h, sigma
+
+        def predict(x):
+            states, y_post, status, pre_status, first_bad = simulate_all(x)
+            h, sigma = observe_all(x, states, y_post)
             return h, sigma, status, pre_status, first_bad
 
-        return predict
+        return predict, simulate_all, observe_all
 
     def _loglike_terms(self):
         """Per-measurement log-likelihood as a function of (location, σ), and the weights."""
@@ -1335,8 +1362,9 @@ class PetabProblem:
             return self._programs[kind]
         from ..prediction import _cacheable
 
-        predict = self._predict_fn()
+        predict, simulate_all, observe_all = self._predict_fn()
         location, logpdf, weights = self._loglike_terms()
+        dynamic = self._dynamic_parameters()
 
         if kind == "value":
 
@@ -1347,18 +1375,52 @@ class PetabProblem:
 
         elif kind == "first":
 
-            def run(x, y):
-                def f(x):
-                    h, sigma, status, pre_status, bad = predict(x)
-                    return jnp.concatenate([location(h), sigma]), (
-                        h,
-                        sigma,
-                        status,
-                        pre_status,
-                        bad,
-                    )
+            def sensitivities(x):
+                """Jacobian of (location, σ) over x, and the outputs and statuses."""
+                if dynamic.size == x.shape[0]:
 
-                J, (h, sigma, status, pre_status, bad) = jax.jacfwd(f, has_aux=True)(x)
+                    def f(x):
+                        h, sigma, status, pre_status, bad = predict(x)
+                        return jnp.concatenate([location(h), sigma]), (
+                            h,
+                            sigma,
+                            status,
+                            pre_status,
+                            bad,
+                        )
+
+                    return jax.jacfwd(f, has_aux=True)(x)
+                # Only the parameters that reach the dynamics (rates, initial values, event
+                # times) are propagated through the solver; observable, scaling and noise
+                # parameters enter (h, σ) directly. The states are linear in x around x with
+                # the solver's Jacobian: equal values, exact first derivatives.
+                if dynamic.size:
+                    xd = x[dynamic]
+
+                    def sim(xd):
+                        states, y_post, *rest = simulate_all(x.at[dynamic].set(xd))
+                        return (states, y_post), (states, y_post, *rest)
+
+                    (S, S_post), (states, y_post, status, pre_status, bad) = jax.jacfwd(
+                        sim, has_aux=True
+                    )(xd)
+                else:  # nothing estimated reaches the dynamics
+                    states, y_post, status, pre_status, bad = simulate_all(x)
+                    S = jnp.zeros((*states.shape, 0))
+                    S_post = None if y_post is None else jnp.zeros((*y_post.shape, 0))
+
+                def f(x):
+                    dx = x[dynamic] - jax.lax.stop_gradient(x[dynamic])
+                    st = states + S @ dx
+                    yp = None if y_post is None else y_post + S_post @ dx
+                    h, sigma = observe_all(x, st, yp)
+                    return jnp.concatenate([location(h), sigma]), (h, sigma)
+
+                J, (h, sigma) = jax.jacfwd(f, has_aux=True)(x)
+                return J, (h, sigma, status, pre_status, bad)
+
+            def run(x, y):
+                J, (h, sigma, status, pre_status, bad) = sensitivities(x)
                 n = h.shape[0]
                 Jl, Js = J[:n], J[n:]
                 loc = location(h)
