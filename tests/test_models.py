@@ -301,3 +301,55 @@ def test_validated_setup_is_reused_per_design_and_noise_and_results_are_unchange
     for sigma, d in ((1.0, design), (2.0, design), (1.0, other), (1.0, design)):
         F = fk.fisher_information(model, known, d, noise=sigma)
         np.testing.assert_allclose(F.matrix, S.T @ S / sigma**2, rtol=1e-10)
+
+
+def test_integrated_sensitivities_equal_forward_mode_ad_through_the_solve():
+    """ODEModel with Tsit5 integrates its forward sensitivities with the state (one augmented
+    array); they equal forward-mode AD through the solve of the state alone, with a
+    parameter-dependent initial state, a bolus and infusions whose amounts and rates are
+    parameters, and parameters in the observation."""
+    import jax
+
+    from fimkit.prediction import Setup
+
+    def rhs(t, y, p):
+        return [-p["ka"] * y[0], p["ka"] * y[0] - p["CL"] / p["V"] * y[1] + p["kin"] * y[2], -y[2]]
+
+    model = fk.ODEModel(
+        rhs,
+        lambda p: [0.0, p["A0"], 1.0],
+        lambda t, y, p: [y[1] / p["V"], y[0] + y[2]],
+        params=["ka", "CL", "V", "kin", "A0", "D", "R"],
+        states=["gut", "central", "aux"],
+        outputs=["C", "G"],
+    )
+    assert model._sensitivity_loop
+    theta = {"ka": 1.3, "CL": 2.0, "V": 10.0, "kin": 0.4, "A0": 3.0, "D": 100.0, "R": 5.0}
+    design = fk.Design(
+        times=[0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 12.0],
+        doses=[
+            fk.Bolus(0.0, "D", "gut"),
+            fk.Infusion(1.5, 2.0, "central", rate="R"),
+            fk.Infusion(4.0, 1.0, "gut", amount=20.0),
+        ],
+    )
+    setup = Setup.build(model, design, 0.1)
+    th = jax.numpy.asarray(setup.theta(theta))
+    times = tuple(jax.numpy.asarray(t) for t in setup.times())
+    doses = tuple(jax.numpy.asarray(d) for d in setup.dose_values)
+    f, F, status = jax.jit(setup.outputs_and_jacobian)(th, times, doses)
+    outputs = jax.jit(lambda t: setup.outputs_flat(t, times, doses)[0])
+    J = jax.jit(jax.jacfwd(outputs))(th)
+    assert np.all(np.asarray(status) == 0)
+    np.testing.assert_allclose(f, outputs(th), rtol=1e-14, atol=0)
+    np.testing.assert_allclose(F, J, rtol=0, atol=1e-12 * float(np.abs(J).max()))
+    # And against central finite differences of the simulated outputs (an independent check).
+    h = 1e-6
+    fd = np.column_stack(
+        [
+            (np.asarray(outputs(th * (1 + h * e))) - np.asarray(outputs(th * (1 - h * e))))
+            / (2 * h * float(th[j]))
+            for j, e in enumerate(np.eye(th.size))
+        ]
+    )
+    np.testing.assert_allclose(F, fd, rtol=0, atol=1e-5 * float(np.abs(J).max()))

@@ -161,6 +161,42 @@ class Setup:
             statuses.append(status)
         return jnp.concatenate(fs), jnp.stack(statuses)
 
+    def outputs_and_jacobian(self, theta, times, dose_values):
+        """(flattened predictions, their Jacobian with respect to θ, status per group).
+
+        Models that integrate their own forward sensitivities (`ODEModel` with the explicit
+        Tsit5 loop) give them directly; otherwise forward-mode AD through the model. Either way
+        only the model's parameters are propagated through the solve: noise parameters (the last
+        columns of θ) do not change the predictions.
+        """
+        model = self.model
+        n_model = len(model.params)
+        n_extra = len(self.names) - n_model
+        if getattr(model, "_sensitivity_loop", False):
+            p = dict(zip(self.names, theta, strict=True))
+            fs, Fs, statuses = [], [], []
+            for gi in range(len(self.groups)):
+                sched = self.schedules[gi]
+                schedule = None if sched is None else (sched, dose_values[gi])
+                ys, dys, status = model._simulate_sensitivities(p, times[gi], schedule)
+                idx = jnp.asarray(self.output_index[gi])
+                fs.append(ys[:, idx].reshape(-1))
+                Fs.append(dys[:, idx].reshape(-1, n_model))
+                statuses.append(status)
+            f, F, status = jnp.concatenate(fs), jnp.concatenate(Fs), jnp.stack(statuses)
+        else:
+
+            def of_model_params(v):
+                f, status = self.outputs_flat(
+                    jnp.concatenate([v, theta[n_model:]]), times, dose_values
+                )
+                return f, (f, status)
+
+            F, (f, status) = jax.jacfwd(of_model_params, has_aux=True)(theta[:n_model])
+        if n_extra:
+            F = jnp.concatenate([F, jnp.zeros((F.shape[0], n_extra), F.dtype)], axis=1)
+        return f, F, status
+
     def location_dispersion(self, theta, times, dose_values):
         """The noise model's (location, dispersion) of every observation, and the statuses."""
         f, status = self.outputs_flat(theta, times, dose_values)
@@ -343,11 +379,7 @@ def _sensitivity_program(setup: Setup):
     """∂f/∂θ together with f and the statuses, from one forward-mode pass."""
 
     def run(theta, times, dose_values):
-        def f(th):
-            out, status = setup.outputs_flat(th, times, dose_values)
-            return out, (out, status)
-
-        S, (out, status) = jax.jacfwd(f, has_aux=True)(theta)
+        out, S, status = setup.outputs_and_jacobian(theta, times, dose_values)
         return S, out, status
 
     return run

@@ -87,13 +87,18 @@ def _rms(x):
     return jnp.sqrt(jnp.mean(x * x))
 
 
-def _initial_step(field, t0, y0, f0, args, rtol, atol):
+def _identity(y):
+    return y
+
+
+def _initial_step(field, t0, y0, f0, args, rtol, atol, primal=_identity):
     """Hairer, Nørsett & Wanner's starting step (Solving ODEs I, II.4), on the primal solution."""
-    scale = atol + rtol * jnp.abs(y0)
-    d0, d1 = _rms(y0 / scale), _rms(f0 / scale)
+    y0p, f0p = primal(y0), primal(f0)
+    scale = atol + rtol * jnp.abs(y0p)
+    d0, d1 = _rms(y0p / scale), _rms(f0p / scale)
     h0 = jnp.where((d0 < 1e-5) | (d1 < 1e-5), 1e-6, 0.01 * d0 / jnp.maximum(d1, 1e-300))
-    f1 = field(t0 + h0, y0 + h0 * f0, args)
-    d2 = _rms((f1 - f0) / scale) / h0
+    f1 = primal(field(t0 + h0, y0 + h0 * f0, args))
+    d2 = _rms((f1 - f0p) / scale) / h0
     dmax = jnp.maximum(d1, d2)
     h1 = jnp.where(
         dmax <= 1e-15,
@@ -121,6 +126,7 @@ def adaptive_loop(
     check_state: bool = False,
     unreached: float = 0.0,
     terminate: Callable[[Any, Any, Any], Any] | None = None,
+    primal: Callable[[Any], Any] = _identity,
 ):
     """The adaptive step loop shared by fimkit's integrators (`tsit5_solve`, `_rosenbrock`).
 
@@ -135,6 +141,8 @@ def adaptive_loop(
     interpolant, so the step sequence never depends on the sampling times. `check_state` also
     rejects steps with a non-finite state; samples the solve never reaches hold `unreached`;
     `terminate(t, y, args)`, when given, stops the loop after the first accepted step where it holds.
+    `primal(y)` is the part of the state the step size control watches (all of it by default; the
+    solution rows of a state augmented with its sensitivities, see `tsit5_solve`).
 
     Returns ``(ys, y, t, status, done)``: the states at `ts` (sorted, within [t0, t1]), the state
     and time where the loop stopped, a status code of `fimkit.models.base`, and whether
@@ -147,7 +155,7 @@ def adaptive_loop(
     t0 = jnp.asarray(t0, dtype=dtype)
     t1 = jnp.asarray(t1, dtype=dtype)
     f0 = field(t0, y0, args)
-    h_init = sg(_initial_step(field, sg(t0), sg(y0), sg(f0), args, rtol, atol))
+    h_init = sg(_initial_step(field, sg(t0), sg(y0), sg(f0), args, rtol, atol, primal))
     expand = (slice(None),) + (None,) * y0.ndim  # a sample axis in front of the state's shape
     # Samples at t0 need no step; written so that their derivative in time is f(t0, y0).
     at_start = ts <= t0
@@ -159,11 +167,12 @@ def adaptive_loop(
         last = sg(t + h) >= t1 - 1e-12 * jnp.abs(t1)
         h = sg(jnp.where(last, t1 - t, h))
         y1, err, dense, f1 = step(t, y, f, h)
-        scale = atol + rtol * jnp.maximum(jnp.abs(sg(y)), jnp.abs(sg(y1)))
-        e = sg(_rms(err / scale))
+        yp, y1p = primal(sg(y)), primal(sg(y1))
+        scale = atol + rtol * jnp.maximum(jnp.abs(yp), jnp.abs(y1p))
+        e = sg(_rms(primal(err) / scale))
         finite = jnp.isfinite(e)
         if check_state:
-            finite = finite & jnp.all(jnp.isfinite(sg(y1)))
+            finite = finite & jnp.all(jnp.isfinite(y1p))
         accept = finite & (e <= 1.0)
         factor = SAFETY * jnp.where(e > 0, e, 1e-10) ** (-1.0 / error_order)
         factor = jnp.where(finite, jnp.clip(factor, FACTOR_MIN, factor_max), FACTOR_MIN)
@@ -222,12 +231,16 @@ def tsit5_solve(
     atol: float,
     max_steps: int,
     unreached: float = 0.0,
+    primal: Callable[[Any], Any] = _identity,
 ):
     """Integrate ``y' = field(t, y, args)`` from `t0` to `t1`.
 
     `ts` must be sorted and within [t0, t1]. Returns ``(ys, y1, status)``: the states at `ts`
     (shape ``(len(ts), *y0.shape)``), the state at `t1`, and a status code of `fimkit.models.base`.
     Samples a failed solve never reaches hold `unreached` (NaN lets a caller say where it stopped).
+    `primal(y)`: the part of the state the step size control watches (see `adaptive_loop`); with
+    a state augmented by its forward sensitivities, the same steps as differentiating the solve of
+    the primal state by forward-mode AD, in one array instead of a primal and a tangent.
     """
     R = jnp.asarray(_R)
 
@@ -258,6 +271,7 @@ def tsit5_solve(
         max_steps=max_steps,
         error_order=ERROR_ORDER,
         unreached=unreached,
+        primal=primal,
     )
     return out, y, status
 

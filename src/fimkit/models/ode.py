@@ -4,14 +4,17 @@ The default explicit solver (Tsit5) runs in fimkit's own loop (`_rk`), and so do
 Rosenbrock solvers for stiff systems (Rodas5P and Rodas4, `_rosenbrock`); the others run in diffrax.
 
 Sensitivities come from forward-mode automatic differentiation through the solve
-(`diffrax.ForwardMode`, or through fimkit's loop): the derivatives are exact for the numerical
-solution, with no finite differences. Doses split the time axis into segments: each segment is one
+(`diffrax.ForwardMode`, or through fimkit's loops): the derivatives are exact for the numerical
+solution, with no finite differences. With the explicit Tsit5 loop the state carries them itself
+(`ODEModel._simulate_sensitivities`): the same numbers, one array instead of a primal and a batch
+of tangents. Doses split the time axis into segments: each segment is one
 solve, a bolus is a jump of the state between segments, and an infusion is a constant rate added to
 the derivative on the segments it covers, so the solver never steps across a discontinuity.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -308,70 +311,129 @@ class ODEModel(AbstractModel):
             return _vector(self.y0(p), n, "y0", f"ODEModel {self._name!r}")
         return jnp.asarray(self.y0)
 
+    @property
+    def _sensitivity_loop(self) -> bool:
+        """Whether `_simulate_sensitivities` integrates the forward sensitivities itself (the
+        explicit Tsit5 loop; other solvers are differentiated by the caller)."""
+        return self._own_loop is tsit5_solve
+
     def _simulate(self, p: dict, times: Any, schedule: Any) -> tuple[Any, Any]:
+        ys, _, status = self._solve(p, times, schedule, sensitivities=False)
+        return ys, status
+
+    def _simulate_sensitivities(self, p: dict, times: Any, schedule: Any):
+        """Outputs, their derivatives with respect to the model's parameters (shape (n_times,
+        n_outputs, n_params), in `params` order) and the status, from one solve of the state
+        augmented with its forward sensitivities (explicit Tsit5 only: see `_sensitivity_loop`).
+
+        The variational equations are integrated with the same Runge–Kutta steps as the state
+        (step size control on the state alone), which is what forward-mode AD through the solve
+        computes, but as one array: each operation of the loop acts on the state and all its
+        sensitivities at once instead of on a primal and a batch of tangents.
+        """
+        return self._solve(p, times, schedule, sensitivities=True)
+
+    def _solve(self, p: dict, times: Any, schedule: Any, *, sensitivities: bool):
         if schedule is None:
             schedule, dose_values = DoseSchedule((self.t0,), ((),), ((),)), jnp.zeros(0)
         else:
             schedule, dose_values = schedule
         n_states = len(self._states)
         owner = f"ODEModel {self._name!r}"
+        names = self._params
 
-        def value(src):
-            return p[src[1]] if src[0] == "param" else dose_values[src[1]]
+        def params_of(vector):
+            return {**p, **dict(zip(names, vector, strict=True))}
+
+        def value(src, vector):
+            return vector[names.index(src[1])] if src[0] == "param" else dose_values[src[1]]
 
         # The parameters enter the solver loop as one vector, built once outside it: the barrier
         # keeps XLA from sinking the stacking of the scalars (and of their tangents) into the loop
         # body, where it was redone at every stage (on the kinase cascade a third of the solve).
-        names = self._params
         packed = jax.lax.optimization_barrier(jnp.asarray([p[n] for n in names], dtype=float))
 
-        def field(t, y, args):
-            vector, inflow = args
-            params = dict(zip(names, vector, strict=True))
-            return _vector(self.rhs(t, y, params), n_states, "rhs", owner) + inflow
+        def inflow_of(k, vector):
+            inflow = jnp.zeros(n_states)
+            for i, src, duration in schedule.rates[k]:
+                v = value(src, vector)
+                inflow = inflow.at[i].add(v if duration is None else v / duration)
+            return inflow
+
+        def rhs(t, y, vector, k):
+            return _vector(self.rhs(t, y, params_of(vector)), n_states, "rhs", owner) + inflow_of(
+                k, vector
+            )
+
+        if sensitivities:
+            if not self._sensitivity_loop:
+                raise ValueError("sensitivities are integrated by the explicit Tsit5 loop only")
+            basis = jnp.eye(len(names))
+
+            def lift(g, y_aug, vector):
+                """g(y, vector) and its derivatives along the rows of the sensitivities."""
+                y, S = y_aug[0], y_aug[1:]
+                tangent = jax.vmap(lambda s, e: jax.jvp(g, (y, vector), (s, e))[1])
+                return jnp.concatenate([g(y, vector)[None], tangent(S, basis)])
+
+            def field(t, y_aug, args):
+                vector, k = args
+                return lift(lambda y, v: rhs(t, y, v, k), y_aug, vector)
+
+            def initial(vector):
+                y0 = self._initial_state(params_of(vector))
+                return jnp.concatenate([y0[None], jax.jacfwd(self._initial_state_of(p))(vector).T])
+
+            def bolus(y_aug, vector, i, src):
+                return lift(lambda y, v: y.at[i].add(value(src, v)), y_aug, vector)
+
+        else:
+
+            def field(t, y, args):
+                vector, k = args
+                return rhs(t, y, vector, k)
+
+            def initial(vector):
+                return self._initial_state(params_of(vector))
+
+            def bolus(y, vector, i, src):
+                return y.at[i].add(value(src, vector))
 
         if self._own_loop is None:
             import diffrax
 
-            term = diffrax.ODETerm(field)
             controller = diffrax.PIDController(rtol=self.rtol, atol=self.atol)
         order = jnp.argsort(times)
         ts = times[order]
         edges = schedule.edges
         t_end = jnp.maximum(ts[-1], edges[-1])
-        y = self._initial_state(p)
+        y = initial(packed)
         status = jnp.asarray(STATUS_OK)
         saved = []
+        own = {"rtol": self.rtol, "atol": self.atol, "max_steps": self.max_steps}
+        if sensitivities:
+            own["primal"] = _first_row
         for k, start in enumerate(edges):
             stop = edges[k + 1] if k + 1 < len(edges) else t_end
             for i, src in schedule.boluses[k]:
-                y = y.at[i].add(value(src))
-            inflow = jnp.zeros(n_states)
-            for i, src, duration in schedule.rates[k]:
-                inflow = inflow.at[i].add(value(src) if duration is None else value(src) / duration)
+                y = bolus(y, packed, i, src)
+            # The segment index is static: each segment's field has its own infusion rates.
+            seg_field = functools.partial(_segment_field, field, k)
             if self._own_loop is not None:
                 ys, y, seg_status = self._own_loop(
-                    field,
-                    start,
-                    stop,
-                    y,
-                    jnp.clip(ts, start, stop),
-                    (packed, inflow),
-                    rtol=self.rtol,
-                    atol=self.atol,
-                    max_steps=self.max_steps,
+                    seg_field, start, stop, y, jnp.clip(ts, start, stop), packed, **own
                 )
                 status = jnp.where(status == STATUS_OK, seg_status, status)
                 saved.append(ys)
                 continue
             sol = diffrax.diffeqsolve(
-                term,
+                diffrax.ODETerm(seg_field),
                 self.solver,
                 t0=start,
                 t1=stop,
                 dt0=None,
                 y0=y,
-                args=(packed, inflow),
+                args=packed,
                 saveat=diffrax.SaveAt(ts=jnp.clip(ts, start, stop), t1=True),
                 stepsize_controller=controller,
                 max_steps=self.max_steps,
@@ -394,15 +456,36 @@ class ODEModel(AbstractModel):
             states = jnp.stack(saved)[segment, jnp.arange(ts.shape[0])]
         n_out = len(self._outputs)
 
-        def obs(t, yt):
-            return _vector(self.observe(t, yt, p), n_out, "observe", owner)
+        def obs(t, yt, vector):
+            return _vector(self.observe(t, yt, params_of(vector)), n_out, "observe", owner)
 
-        ys = jax.vmap(obs)(ts, states)
-        ys = ys[jnp.argsort(order)]
+        inverse = jnp.argsort(order)
+        if sensitivities:
+            # Rows: the outputs, then their derivatives along each parameter.
+            rows = jax.vmap(lambda t, ya: lift(lambda y, v: obs(t, y, v), ya, packed))(ts, states)
+            ys, dys = rows[:, 0][inverse], jnp.moveaxis(rows[:, 1:], 1, 2)[inverse]
+        else:
+            ys, dys = jax.vmap(lambda t, y: obs(t, y, packed))(ts, states)[inverse], None
         status = jnp.where(
             (status == STATUS_OK) & ~jnp.all(jnp.isfinite(ys)), STATUS_NONFINITE, status
         )
-        return ys, status
+        return ys, dys, status
+
+    def _initial_state_of(self, p: dict) -> Callable:
+        """The initial state as a function of the parameter vector (for its Jacobian)."""
+
+        def y0(vector):
+            return self._initial_state({**p, **dict(zip(self._params, vector, strict=True))})
+
+        return y0
+
+
+def _first_row(y):
+    return y[0]
+
+
+def _segment_field(field, k, t, y, args):
+    return field(t, y, (args, k))
 
 
 __all__ = ["DoseSchedule", "ODEModel", "build_schedule"]
