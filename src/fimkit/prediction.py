@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import jax
@@ -223,12 +224,25 @@ class Setup:
         )
 
     def compiled(self, kind: str, builder: Callable[[Setup], Callable]) -> Callable:
-        """A jitted program for this structure, cached on the model instance."""
+        """A jitted program for this structure, cached on the model instance (and remembered by
+        this setup, which `build` keeps per design: a repeated call skips building the key)."""
+        mine = self.__dict__.setdefault("_programs", {})
+        if kind in mine:
+            return mine[kind]
         key = (kind, *self.key)
         cache = self.model._cache
         if key not in cache:
             cache[key] = _cacheable(jax.jit(builder(self)))
+        mine[kind] = cache[key]
         return cache[key]
+
+    @cached_property
+    def inputs(self) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+        """(sampling times, dose values) per group as device arrays: the traced inputs of the
+        compiled programs, converted once (designs are immutable)."""
+        return tuple(jnp.asarray(t) for t in self.times()), tuple(
+            jnp.asarray(v) for v in self.dose_values
+        )
 
     # -- host-side checks of what compiled code returns ---------------------------------------------
     def check_status(self, statuses: Any, theta: np.ndarray) -> None:

@@ -116,6 +116,26 @@ class FisherInformation:
             se.setflags(write=False)
             object.__setattr__(self, "mc_standard_error", se)
 
+    @classmethod
+    def _checked(cls, matrix, names, theta, scale, provenance) -> FisherInformation:
+        """From values fimkit computed itself (a finite square matrix, float64 θ of the same
+        size, a checked scale): the same object as the constructor's, without its checks."""
+        m = 0.5 * (matrix + matrix.T)
+        m.setflags(write=False)
+        th = np.array(theta, dtype=np.float64)
+        th.setflags(write=False)
+        self = object.__new__(cls)
+        for name, value in (
+            ("matrix", m),
+            ("names", tuple(names)),
+            ("theta", th),
+            ("scale", scale),
+            ("provenance", provenance),
+            ("mc_standard_error", None),
+        ):
+            object.__setattr__(self, name, value)
+        return self
+
     # -- names ---------------------------------------------------------------------------------------
     def _indices(self, names: Any, argument: str) -> list[int]:
         if isinstance(names, str):
@@ -464,21 +484,40 @@ def _fim_program(setup: Setup):
         # observation) when it says something is off. Everything comes back in one vector (see
         # `unpack_fim`): each output costs a buffer and a transfer on every call.
         noise_ok = jnp.all(jnp.isfinite(loc) & jnp.isfinite(w_loc) & jnp.isfinite(w_disp))
-        return jnp.concatenate(
-            [matrix.ravel(), status.astype(matrix.dtype), noise_ok.astype(matrix.dtype)[None]]
-        )
+        finite = jnp.all(jnp.isfinite(matrix))
+        flags = jnp.stack([noise_ok, finite]).astype(matrix.dtype)
+        return jnp.concatenate([matrix.ravel(), status.astype(matrix.dtype), flags])
 
     return run
 
 
-def unpack_fim(packed: Any, n_params: int) -> tuple[np.ndarray, np.ndarray, bool]:
-    """(matrix, statuses, noise_ok) from the one vector `_fim_program` returns."""
+def unpack_fim(packed: Any, n_params: int) -> tuple[np.ndarray, np.ndarray, bool, bool]:
+    """(matrix, statuses, noise_ok, finite) from the one vector `_fim_program` returns."""
     packed = np.asarray(packed)
     k = n_params * n_params
-    return packed[:k].reshape(n_params, n_params), packed[k:-1].astype(int), bool(packed[-1])
+    matrix = packed[:k].reshape(n_params, n_params)
+    return matrix, packed[k:-2].astype(int), bool(packed[-2]), bool(packed[-1])
 
 
 METHODS = ("exact", "score-covariance", "neg-hessian")
+
+
+def _provenance(setup: Setup) -> dict[str, Any]:
+    """How a FIM of this setup is computed (without the method), kept on the setup."""
+    cached = setup.__dict__.get("_provenance")
+    if cached is None:
+        from .. import __version__
+
+        cached = {
+            "model": setup.model.name,
+            "model_type": type(setup.model).__name__,
+            "noise": str(setup.noise),
+            "design": setup.design.describe(),
+            "fimkit": __version__,
+            **setup.model._solver_info(),
+        }
+        setup.__dict__["_provenance"] = cached
+    return cached
 
 
 def _mc_program(setup: Setup, method: str, n_samples: int):
@@ -548,16 +587,7 @@ def fisher_information(
         )
     setup = Setup.build(model, design, noise)
     th = setup.theta(theta, positive=(scale == "log"))
-    from .. import __version__
-
-    provenance = {
-        "model": setup.model.name,
-        "model_type": type(setup.model).__name__,
-        "noise": str(setup.noise),
-        "design": setup.design.describe(),
-        "fimkit": __version__,
-        **setup.model._solver_info(),
-    }
+    provenance = dict(_provenance(setup))
     mc_se = None
     if method == "exact":
         if not setup.noise.closed_form:
@@ -567,13 +597,18 @@ def fisher_information(
                 "and key=)."
             )
         program = setup.compiled("fim", _fim_program)
-        packed = program(th, setup.times(), setup.dose_values)
-        matrix, status, noise_ok = unpack_fim(packed, len(setup.names))
+        packed = program(th, *setup.inputs)
+        matrix, status, noise_ok, finite = unpack_fim(packed, len(setup.names))
         setup.check_status(status, th)
         if not noise_ok:
             loc_disp = setup.compiled("loc-disp", lambda s: s.location_dispersion)
-            setup.check_noise(*loc_disp(th, setup.times(), setup.dose_values)[:2])
+            setup.check_noise(*loc_disp(th, *setup.inputs)[:2])
         provenance["method"] = "exact (closed form, forward-mode AD)"
+        if finite:  # the common case, with nothing left to check
+            if scale == "log":  # I_log = D I_lin D, D = diag(θ) (θ > 0 was checked above)
+                matrix = matrix * th[:, None] * th[None, :]
+                provenance["derived"] = ["to_scale('log')"]
+            return FisherInformation._checked(matrix, setup.names, th, scale, provenance)
     else:
         if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 2:
             raise FimkitError(

@@ -68,25 +68,32 @@ def resolve_theta(
     non-finite values, or non-positive values where `positive` (a log scale) requires them.
     """
     names = tuple(names)
-    if isinstance(theta, Mapping):
-        unknown = [k for k in theta if k not in names]
-        missing = [n for n in names if n not in theta]
-        if unknown:
-            raise ParameterError(
-                f"The '{argument}' argument has unknown parameter names {unknown}; "
-                f"the parameters are {list(names)}."
-            )
-        if missing:
+    if isinstance(theta, dict | Mapping):
+        try:  # the common case first: exactly the names (a repeated call in a loop)
+            raw = [theta[n] for n in names] if len(theta) == len(names) else None
+        except KeyError:
+            raw = None
+        if raw is None:
+            unknown = [k for k in theta if k not in names]
+            missing = [n for n in names if n not in theta]
+            if unknown:
+                raise ParameterError(
+                    f"The '{argument}' argument has unknown parameter names {unknown}; "
+                    f"the parameters are {list(names)}."
+                )
             raise ParameterError(
                 f"The '{argument}' argument is missing parameters {missing}; "
                 f"the parameters are {list(names)}."
             )
-        raw = [theta[n] for n in names]
         try:
-            if any(v is None or isinstance(v, str | bytes) for v in raw):
+            try:
+                values = np.array(raw)
+            except ValueError:  # a mix of numbers and one-element arrays
+                values = np.array([float(np.asarray(v)) for v in raw], dtype=np.float64)
+            if values.dtype.kind not in "biuf":  # None, strings, objects: not numbers
                 raise TypeError("not a number")
-            values = np.array(raw, dtype=np.float64)
-            if values.shape != (len(names),):  # e.g. a value given as a one-element array
+            values = values.astype(np.float64, copy=False)
+            if values.shape != (len(names),):  # e.g. values given as one-element arrays
                 values = np.array([float(np.asarray(v)) for v in raw], dtype=np.float64)
         except (TypeError, ValueError) as exc:
             raise ParameterError(
