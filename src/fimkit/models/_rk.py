@@ -185,7 +185,11 @@ def adaptive_loop(
 
         def save_body(s):
             i, o = s
-            return i + 1, o.at[i].set(interpolate((ts[i] - t) / h, y, y1, h, dense))
+            value = interpolate((ts[i] - t) / h, y, y1, h, dense)
+            # An unsigned index: no normalisation of negative indices around the update (with
+            # it, XLA rewrites the whole output at every sample: a tenth of the cascade's solve).
+            start = (i.astype(jnp.uint32),) + (jnp.uint32(0),) * y.ndim
+            return i + 1, jax.lax.dynamic_update_slice(o, value[None], start)
 
         if n_ts:
             idx, out = jax.lax.while_loop(save_cond, save_body, (idx, out))
