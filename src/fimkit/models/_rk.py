@@ -255,11 +255,11 @@ def tsit5_solve(
             ks.append(field(t + _C[i] * h, yi, args))
         y1 = y + h * sum(b * k for b, k in zip(_B[:6], ks[:6], strict=True))
         err = h * sum(e * k for e, k in zip(_E, ks, strict=True))
-        return y1, err, jnp.stack(ks), ks[6]
+        return y1, err, tuple(ks), ks[6]  # the stages as they are: no stacked copy per step
 
     def interpolate(theta, y, y1, h, ks):
-        weights = R @ (theta ** jnp.arange(1, 5, dtype=ks.dtype))
-        return y + h * jnp.tensordot(weights, ks, axes=1)
+        weights = R @ (theta ** jnp.arange(1, 5, dtype=y.dtype))
+        return y + h * sum(weights[i] * k for i, k in enumerate(ks))
 
     out, y, _, status, _ = adaptive_loop(
         step,
