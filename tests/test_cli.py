@@ -59,3 +59,15 @@ def test_persistent_cache_is_written_and_can_be_disabled(tmp_path):
         [sys.executable, "-c", probe], env=env, check=True, capture_output=True, text=True
     )
     assert out.stdout.split()[0] == "None"
+
+
+def test_cpu_dispatch_is_synchronous_unless_asked_otherwise():
+    probe = "import fimkit, jax; print(jax.config.values['jax_cpu_enable_async_dispatch'])"
+    for value, expected in ((None, "False"), ("1", "True")):
+        env = {k: v for k, v in os.environ.items() if k != "FIMKIT_ASYNC_DISPATCH"}
+        if value is not None:
+            env["FIMKIT_ASYNC_DISPATCH"] = value
+        out = subprocess.run(
+            [sys.executable, "-c", probe], env=env, check=True, capture_output=True, text=True
+        )
+        assert out.stdout.strip() == expected
