@@ -353,3 +353,26 @@ def test_integrated_sensitivities_equal_forward_mode_ad_through_the_solve():
         ]
     )
     np.testing.assert_allclose(F, fd, rtol=0, atol=1e-5 * float(np.abs(J).max()))
+
+
+def test_dose_given_by_a_noise_parameter_keeps_its_sensitivity():
+    """A bolus whose amount is the estimated σ of the noise model: the predictions depend on a
+    name beyond the model's parameters, and the FIM must keep that column (closed form)."""
+    model = fk.ODEModel(
+        lambda t, y, p: [-p["k"] * y[0]],
+        [0.0],
+        lambda t, y, p: [y[0]],
+        params=["k"],
+        states=["A"],
+        outputs=["C"],
+    )
+    t = np.array([0.5, 1.0, 2.0, 4.0])
+    design = fk.Design(times=t, doses=[fk.Bolus(0.0, "s", "A")])
+    k, s = 0.3, 2.0
+    F = fk.fisher_information(model, {"k": k, "s": s}, design, noise=fk.Gaussian(sigma="s"))
+    # C = s·exp(−k t); Var = s²: ∂C/∂k = −t C, ∂C/∂s = exp(−k t), ∂Var/∂s = 2 s.
+    C = s * np.exp(-k * t)
+    S = np.column_stack([-t * C, np.exp(-k * t)])
+    G = np.column_stack([np.zeros_like(t), np.full_like(t, 2 * s)])
+    expected = S.T @ S / s**2 + G.T @ G * 0.5 / s**4
+    np.testing.assert_allclose(F.matrix, expected, rtol=1e-6)

@@ -172,8 +172,20 @@ class Setup:
         """
         model = self.model
         n_model = len(model.params)
+        # Names of θ beyond the model's parameters change the predictions only when a dose
+        # amount or rate is one of them: then every column goes through the model.
+        dosed = {
+            src[1]
+            for sched in self.schedules
+            if sched is not None
+            for k in range(len(sched.edges))
+            for src in [s for _, s in sched.boluses[k]] + [s for _, s, _ in sched.rates[k]]
+            if src[0] == "param"
+        }
+        if not dosed <= set(model.params):
+            n_model = len(self.names)
         n_extra = len(self.names) - n_model
-        if getattr(model, "_sensitivity_loop", False):
+        if n_model == len(model.params) and getattr(model, "_sensitivity_loop", False):
             p = dict(zip(self.names, theta, strict=True))
             fs, Fs, statuses = [], [], []
             for gi in range(len(self.groups)):

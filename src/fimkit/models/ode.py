@@ -346,7 +346,9 @@ class ODEModel(AbstractModel):
             return {**p, **dict(zip(names, vector, strict=True))}
 
         def value(src, vector):
-            return vector[names.index(src[1])] if src[0] == "param" else dose_values[src[1]]
+            if src[0] == "param":  # a model parameter, or another name of θ (a constant here)
+                return vector[names.index(src[1])] if src[1] in names else p[src[1]]
+            return dose_values[src[1]]
 
         # The parameters enter the solver loop as one vector, built once outside it: the barrier
         # keeps XLA from sinking the stacking of the scalars (and of their tangents) into the loop
