@@ -168,7 +168,7 @@ class Setup:
         Models that integrate their own forward sensitivities (`ODEModel` with the explicit
         Tsit5 loop) give them directly; otherwise forward-mode AD through the model. Either way
         only the model's parameters are propagated through the solve: noise parameters (the last
-        columns of θ) do not change the predictions.
+        columns of θ) do not change the predictions, unless a dose amount or rate names one.
         """
         model = self.model
         n_model = len(model.params)
