@@ -376,3 +376,32 @@ def test_dose_given_by_a_noise_parameter_keeps_its_sensitivity():
     G = np.column_stack([np.zeros_like(t), np.full_like(t, 2 * s)])
     expected = S.T @ S / s**2 + G.T @ G * 0.5 / s**4
     np.testing.assert_allclose(F.matrix, expected, rtol=1e-6)
+
+
+def test_derivative_of_the_information_with_respect_to_theta_matches_finite_differences():
+    """The FIM's program linearises the predictions around θ; differentiating the information
+    itself with respect to θ (as a sensitivity of a design criterion would) must stay exact."""
+    import jax
+
+    from fimkit.information.fim import information_terms
+    from fimkit.prediction import Setup
+
+    ex = fk.examples.pk_oral_ode()
+    noise = fk.Combined(a=0.1, b=0.1, form="variance")
+    setup = Setup.build(ex.model, ex.design, noise)
+    th = jax.numpy.asarray(setup.theta(ex.theta))
+    times = tuple(jax.numpy.asarray(t) for t in setup.times())
+    doses = tuple(jax.numpy.asarray(d) for d in setup.dose_values)
+
+    @jax.jit
+    def info(th):
+        S, G, w_loc, w_disp, *_ = information_terms(setup, th, times, doses)
+        return S.T @ (S * w_loc[:, None]) + G.T @ (G * w_disp[:, None])
+
+    dI = np.asarray(jax.jacfwd(info)(th))
+    h = 1e-5
+    for j in range(th.size):
+        step = np.zeros(th.size)
+        step[j] = h * float(th[j])
+        fd = (np.asarray(info(th + step)) - np.asarray(info(th - step))) / (2 * step[j])
+        np.testing.assert_allclose(dI[..., j], fd, rtol=1e-4, atol=1e-6 * np.abs(fd).max())

@@ -456,8 +456,9 @@ def information_terms(setup: Setup, theta, times, dose_values):
 
     def noise_map(th):
         # The predictions are linear in θ around θ with their Jacobian F: the same values, and
-        # exact first derivatives, so AD here goes through the noise model only.
-        f = f0 + F @ (th - jax.lax.stop_gradient(th))
+        # exact first derivatives, so AD here goes through the noise model only. (θ itself, not
+        # a stopped copy of th, so derivatives of the result with respect to θ stay exact.)
+        f = f0 + F @ (th - theta)
         return setup.noise.location_dispersion(f, dict(zip(setup.names, th, strict=True)), outputs)
 
     loc, disp = setup.noise.location_dispersion(
