@@ -1018,8 +1018,13 @@ class PetabProblem:
         two halves: x → simulated states (and statuses), and (x, states) → (h, σ)."""
         o = self.solver_options
         solver = self._solver()
+        # The right-hand side as one jitted call: JAX then traces its derivatives (in y, in t,
+        # along the parameters, batched) once per kind and reuses them at every call site of
+        # the program (stages, Jacobians, steady states), instead of re-tracing the model's
+        # expressions each time; XLA inlines it, so the compiled program is the same.
+        # Boehm's first FIM: tracing 1.2 -> 0.6 s; Fujita 7.1 -> 5.5 s, Zheng 14.2 -> 12.3 s.
         f_rhs, f_init, f_thr, f_events = (
-            self._f_rhs,
+            jax.jit(self._f_rhs),
             self._f_init,
             self._f_thresholds,
             self._f_events,
