@@ -238,7 +238,7 @@ class Setup:
     def compiled(self, kind: str, builder: Callable[[Setup], Callable]) -> Callable:
         """A jitted program for this structure, cached on the model instance (and remembered by
         this setup, which `build` keeps per design: a repeated call skips building the key)."""
-        mine = self.__dict__.setdefault("_programs", {})
+        mine = self._programs
         if kind in mine:
             return mine[kind]
         key = (kind, *self.key)
@@ -247,6 +247,24 @@ class Setup:
             cache[key] = _cacheable(jax.jit(builder(self)))
         mine[kind] = cache[key]
         return cache[key]
+
+    @cached_property
+    def _programs(self) -> dict[str, Callable]:
+        return {}
+
+    @cached_property
+    def provenance(self) -> dict[str, Any]:
+        """How results of this setup are computed (model, noise, design, solver, version)."""
+        from . import __version__
+
+        return {
+            "model": self.model.name,
+            "model_type": type(self.model).__name__,
+            "noise": str(self.noise),
+            "design": self.design.describe(),
+            "fimkit": __version__,
+            **self.model._solver_info(),
+        }
 
     @cached_property
     def inputs(self) -> tuple[tuple[Any, ...], tuple[Any, ...]]:

@@ -503,24 +503,6 @@ def unpack_fim(packed: Any, n_params: int) -> tuple[np.ndarray, np.ndarray, bool
 METHODS = ("exact", "score-covariance", "neg-hessian")
 
 
-def _provenance(setup: Setup) -> dict[str, Any]:
-    """How a FIM of this setup is computed (without the method), kept on the setup."""
-    cached = setup.__dict__.get("_provenance")
-    if cached is None:
-        from .. import __version__
-
-        cached = {
-            "model": setup.model.name,
-            "model_type": type(setup.model).__name__,
-            "noise": str(setup.noise),
-            "design": setup.design.describe(),
-            "fimkit": __version__,
-            **setup.model._solver_info(),
-        }
-        setup.__dict__["_provenance"] = cached
-    return cached
-
-
 def _mc_program(setup: Setup, method: str, n_samples: int):
     from ..likelihood import Expansion
 
@@ -588,7 +570,7 @@ def fisher_information(
         )
     setup = Setup.build(model, design, noise)
     th = setup.theta(theta, positive=(scale == "log"))
-    provenance = dict(_provenance(setup))
+    provenance = dict(setup.provenance)
     mc_se = None
     if method == "exact":
         if not setup.noise.closed_form:

@@ -383,8 +383,10 @@ class ODEModel(AbstractModel):
                 return lift(lambda y, v: rhs(t, y, v, k), y_aug, vector)
 
             def initial(vector):
-                y0 = self._initial_state(params_of(vector))
-                return jnp.concatenate([y0[None], jax.jacfwd(self._initial_state_of(p))(vector).T])
+                def y0_of(v):
+                    return self._initial_state(params_of(v))
+
+                return jnp.concatenate([y0_of(vector)[None], jax.jacfwd(y0_of)(vector).T])
 
             def bolus(y_aug, vector, i, src):
                 return lift(lambda y, v: y.at[i].add(value(src, v)), y_aug, vector)
@@ -472,14 +474,6 @@ class ODEModel(AbstractModel):
             (status == STATUS_OK) & ~jnp.all(jnp.isfinite(ys)), STATUS_NONFINITE, status
         )
         return ys, dys, status
-
-    def _initial_state_of(self, p: dict) -> Callable:
-        """The initial state as a function of the parameter vector (for its Jacobian)."""
-
-        def y0(vector):
-            return self._initial_state({**p, **dict(zip(self._params, vector, strict=True))})
-
-        return y0
 
 
 def _first_row(y):
