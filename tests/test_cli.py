@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 import fimkit as fk
@@ -71,3 +72,23 @@ def test_cpu_dispatch_is_synchronous_unless_asked_otherwise():
             [sys.executable, "-c", probe], env=env, check=True, capture_output=True, text=True
         )
         assert out.stdout.strip() == expected
+
+
+def test_programs_use_the_classic_cpu_fusion_emitter_unless_asked_otherwise(monkeypatch):
+    import jax
+    import jax.numpy as jnp
+
+    from fimkit import _jax
+
+    if jax.default_backend() != "cpu":
+        pytest.skip("the option is for XLA's CPU backend")
+    monkeypatch.delenv("FIMKIT_XLA_FUSION_EMITTERS", raising=False)
+    assert _jax._compiler_options() == {"xla_cpu_use_fusion_emitters": False}
+    x = jnp.linspace(0.0, 1.0, 5)
+    np.testing.assert_allclose(
+        _jax.jit(lambda v: jnp.sum(jnp.exp(v) / (1 + v)))(x),
+        np.sum(np.exp(np.linspace(0, 1, 5)) / (1 + np.linspace(0, 1, 5))),
+        rtol=1e-14,
+    )
+    monkeypatch.setenv("FIMKIT_XLA_FUSION_EMITTERS", "1")
+    assert _jax._compiler_options() is None

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._jax import jit
 from .data import Data
 from .errors import DataError, describe
 from .prediction import Setup
@@ -131,7 +132,7 @@ class Likelihood:
                 Hs = jax.hessian(lambda d: jnp.sum(obs(d)))(d0)
                 return jnp.sum(per_obs), G, Hs
 
-            cache[key] = jax.jit(terms)
+            cache[key] = jit(terms)
         return cache[key]
 
     def evaluate(self, theta: np.ndarray):

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._jax import jit
 from .design import Design, Group, as_design
 from .errors import DesignError, ModelError, NoiseError, SolverError, describe
 from .models.base import (
@@ -244,7 +245,7 @@ class Setup:
         key = (kind, *self.key)
         cache = self.model._cache
         if key not in cache:
-            cache[key] = _cacheable(jax.jit(builder(self)))
+            cache[key] = _cacheable(jit(builder(self)))
         mine[kind] = cache[key]
         return cache[key]
 

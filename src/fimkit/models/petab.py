@@ -1365,6 +1365,7 @@ class PetabProblem:
     def _program(self, kind: str):
         if kind in self._programs:
             return self._programs[kind]
+        from .._jax import jit
         from ..prediction import _cacheable
 
         predict, simulate_all, observe_all = self._predict_fn()
@@ -1452,7 +1453,7 @@ class PetabProblem:
 
         else:  # pragma: no cover
             raise ValueError(kind)
-        program = _cacheable(jax.jit(run))
+        program = _cacheable(jit(run))
         self._programs[kind] = program
         return program
 

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._jax import jit
 from ..design import Design
 from ..errors import FimkitError, ParameterError, describe
 from ..information.fim import FisherInformation, _check_scale, information_terms
@@ -298,11 +299,11 @@ def criterion_program(crit: Any, ctx: Context, layout: Layout, mode: str):
         return jnp.where(good, u, -jnp.inf), v, F[0], jnp.all(ok), jnp.where(good, g, 0.0)
 
     if mode == "grad":
-        program = jax.jit(grad)
+        program = jit(grad)
     elif mode == "value":
-        program = jax.jit(value)
+        program = jit(value)
     elif mode == "batch":
-        program = jax.jit(jax.vmap(value, in_axes=(0, None, 0, 0, None, None)))
+        program = jit(jax.vmap(value, in_axes=(0, None, 0, 0, None, None)))
     else:
         raise ValueError(mode)
     _CRITERION_PROGRAMS[key] = program
