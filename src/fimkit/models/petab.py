@@ -1173,21 +1173,29 @@ class PetabProblem:
             y, t, status = solve_ss(pm, y0)
             # Two Newton steps on f(y) = 0 that keep the conserved quantities make the steady
             # state exact to rounding (the simulation stops at a tolerance), so the
-            # log-likelihood is a smooth function of the parameters.
-            for _ in range(2):
-                f0 = f_rhs(t, y, pm, t)
+            # log-likelihood is a smooth function of the parameters. In a loop: the model and
+            # its Jacobian are compiled once, not once per step.
+
+            def newton(_, carry):
+                y, f0, _ = carry
                 J = jax.jacfwd(lambda z: f_rhs(t, z, pm, t))(y)
-                dy = _constrained_solve(J, -f0, jnp.zeros_like(y))
-                y_new = y + dy
+                y_new = y + _constrained_solve(J, -f0, jnp.zeros_like(y))
+                f_new = f_rhs(t, y_new, pm, t)
                 better = jnp.all(jnp.isfinite(y_new)) & (
-                    jnp.linalg.norm(f_rhs(t, y_new, pm, t)) <= jnp.linalg.norm(f0)
+                    jnp.linalg.norm(f_new) <= jnp.linalg.norm(f0)
                 )
-                y = jnp.where(better, y_new, y)
-            return y, t, status
+                return jnp.where(better, y_new, y), jnp.where(better, f_new, f0), J
+
+            J0 = jnp.zeros((y.shape[0], y.shape[0]), dtype=y.dtype)
+            y, _, J = jax.lax.fori_loop(0, 2, newton, (y, f_rhs(t, y, pm, t), J0))
+            # J is the Jacobian before the last step, which moved y by a rounding-size amount
+            # (the second Newton step of a converged iteration): the sensitivities use it.
+            return y, t, status, J
 
         @jax.custom_jvp
         def steady(pm, y0):
-            """The steady state reached from y0, the time it was reached, and a status."""
+            """The steady state reached from y0, the time it was reached, a status, and the
+            Jacobian there."""
             return steady_simulation(pm, y0)
 
         @steady.defjvp
@@ -1199,12 +1207,16 @@ class PetabProblem:
             # column rank at an isolated steady state; it is solved by QR.
             pm, y0 = primals
             dpm, dy0 = tangents
-            y, t, status = steady(pm, y0)
-            J = jax.jacfwd(lambda z: f_rhs(t, z, pm, t))(y)
+            y, t, status, J = steady(pm, y0)
             fp = jax.jvp(lambda q: f_rhs(t, y, q, t), (pm,), (dpm,))[1]
             dy = _constrained_solve(J, -fp, dy0)
             zero_status = np.zeros(np.shape(status), dtype=jax.dtypes.float0)
-            return (y, t, status), (dy, jnp.zeros_like(t), zero_status)
+            # The Jacobian's own tangent (second derivatives of the model): XLA drops it from
+            # first-order programs, which never use it.
+            dJ = jax.jvp(
+                lambda z, q: jax.jacfwd(lambda w: f_rhs(t, w, q, t))(z), (y, pm), (dy, dpm)
+            )[1]
+            return (y, t, status, J), (dy, jnp.zeros_like(t), zero_status, dJ)
 
         def simulate(pm, y0, ts):
             # The intervals between switching times are solved by one diffeqsolve inside a scan,
@@ -1282,7 +1294,7 @@ class PetabProblem:
                 pq = v[P_pre]
                 yq = jax.vmap(f_init)(pq)
                 yq = jnp.where(O_pre_mask, v[O_pre_src], yq)
-                yss, _, sq = batch(steady, pq, yq)
+                yss, _, sq, _ = batch(steady, pq, yq)
                 idx = jnp.maximum(pre_of, 0)
                 from_pre = jnp.where(O_sim_mask, v[O_sim_src], yss[idx])
                 y0 = jnp.where((pre_of >= 0)[:, None], from_pre, y0)
@@ -1290,7 +1302,7 @@ class PetabProblem:
             states, status = batch(simulate, pm, y0, T)
             y_post = None
             if has_post:
-                y_post, _, post_status = batch(steady, pm, states[:, -1])
+                y_post, _, post_status, _ = batch(steady, pm, states[:, -1])
                 status = jnp.where(status == 0, jnp.where(post_status == 0, 0, 5), status)
             finite = jnp.all(jnp.isfinite(states), axis=-1)
             first_bad = jnp.argmin(finite, axis=-1)
