@@ -11,6 +11,7 @@ estimate of the score covariance (estimated noise).
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -514,10 +515,20 @@ def test_lint_reports_every_problem_at_once(tmp_path):
         assert text in str(info.value)
 
 
-def test_missing_petab_says_which_extra(monkeypatch, problem_path):
-    monkeypatch.setitem(sys.modules, "petab.v1", None)
+def test_missing_pandas_says_which_extra(monkeypatch, problem_path):
+    monkeypatch.setitem(sys.modules, "pandas", None)
     with pytest.raises(ImportError, match=r"pip install 'fimkit\[petab\]'"):
         load_petab(problem_path)
+
+
+def test_loading_does_not_import_libpetab(problem_path):
+    # fimkit reads the tables and PEtab math itself: `import petab.v1` costs about a second.
+    probe = (
+        "import sys; from fimkit.models.petab import load_petab; "
+        f"load_petab({str(problem_path)!r}); print('petab' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True)
+    assert out.stdout.strip().splitlines()[-1] == "False"
 
 
 # -- the benchmark collection ------------------------------------------------------------------------------

@@ -20,7 +20,8 @@ How a problem is simulated (PEtab version 1 semantics):
   other states) named in the condition table are (re)initialised to the given value.
 - Pre-equilibration simulates the pre-equilibration condition until the state stops changing
   (the weighted RMS norm of dy/dt, with weights 1/(atol_ss + rtol_ss·|y|), falls below 1), then
-  applies the simulation condition. Sensitivities are the forward sensitivities at that time.
+  applies the simulation condition. Sensitivities of the steady state come from the implicit
+  function theorem (with the conservation laws), not from the solve.
 - Piecewise expressions that switch at a time ``c`` (free of the states), and time-triggered
   events, split the time axis: each interval is one solve, and events are applied between them.
 - Observables and noise formulas are sympy expressions (PEtab math) with the placeholders
@@ -49,6 +50,13 @@ import sympy as sp
 
 from ..errors import FimkitError, FimkitWarning, SolverError, describe
 from ..information.fim import FisherInformation
+from ._petab_io import (
+    read_condition_table,
+    read_measurement_table,
+    read_observable_table,
+    read_parameter_table,
+    sympify_petab,
+)
 from ._rk import tsit5_solve
 from ._rosenbrock import TABLEAUS as ROSENBROCK_METHODS
 from ._rosenbrock import rosenbrock_solve, rosenbrock_steady
@@ -129,15 +137,15 @@ class ValidationIssue:
         return f"{self.level}: {self.message}"
 
 
-def _petab():
+def _pandas():
     try:
-        import petab.v1 as petab_v1
-        from petab.v1.math import sympify_petab
+        import pandas
+        import yaml
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError(
-            "Loading PEtab problems needs petab and pandas: pip install 'fimkit[petab]'"
+            "Loading PEtab problems needs pandas and pyyaml: pip install 'fimkit[petab]'"
         ) from exc
-    return petab_v1, sympify_petab
+    return pandas, yaml
 
 
 # -- reading the files ---------------------------------------------------------------------------------
@@ -155,9 +163,7 @@ class _Tables:
 
 
 def _read_tables(yaml_path: str | os.PathLike) -> _Tables:
-    petab_v1, _ = _petab()
-    import pandas as pd
-    import yaml
+    pd, yaml = _pandas()
 
     path = Path(yaml_path)
     if not path.is_file():
@@ -200,13 +206,11 @@ def _read_tables(yaml_path: str | os.PathLike) -> _Tables:
     if missing:
         raise PetabError(f"{str(path)!r} refers to files that do not exist: {missing}.")
 
-    def read(getter, f):
-        # libpetab's readers use pandas arguments that pandas 3 deprecates; those warnings
-        # are not the user's concern.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            warnings.simplefilter("ignore", DeprecationWarning)
-            return getter(str(f))
+    def read(reader, f):
+        try:
+            return reader(f)
+        except ValueError as exc:
+            raise PetabError(f"Cannot read the PEtab table {str(f)!r}: {exc}") from None
 
     def concat(getter, key):
         dfs = [read(getter, f) for f in files(key)]
@@ -219,10 +223,10 @@ def _read_tables(yaml_path: str | os.PathLike) -> _Tables:
         root=root,
         name=name,
         sbml_path=sbml[0],
-        conditions=concat(petab_v1.get_condition_df, "condition_files"),
-        measurements=concat(petab_v1.get_measurement_df, "measurement_files"),
-        observables=concat(petab_v1.get_observable_df, "observable_files"),
-        parameters=read(petab_v1.get_parameter_df, root / spec["parameter_file"]),
+        conditions=concat(read_condition_table, "condition_files"),
+        measurements=concat(read_measurement_table, "measurement_files"),
+        observables=concat(read_observable_table, "observable_files"),
+        parameters=read(read_parameter_table, root / spec["parameter_file"]),
     )
 
 
@@ -283,7 +287,7 @@ class _Builder:
         self.t = tables
         self.system = system
         self.issues: list[ValidationIssue] = []
-        _, self.sympify = _petab()
+        self.sympify = sympify_petab
 
     def error(self, msg: str) -> None:
         self.issues.append(ValidationIssue("error", msg))
@@ -1658,12 +1662,12 @@ class PetabProblem:
         problem; compiles anew on first use. Use it to compare candidate designs by their
         Fisher information (the measured values only enter the log-likelihood, not the expected
         information)."""
-        petab_v1, _ = _petab()
+        _pandas()
         tables = self._tables
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            warnings.simplefilter("ignore", DeprecationWarning)
-            meas = petab_v1.get_measurement_df(measurements)
+        try:
+            meas = read_measurement_table(measurements)
+        except ValueError as exc:
+            raise PetabError(f"Cannot read the measurement table: {exc}") from None
         new = _Tables(
             tables.root,
             tables.name,
