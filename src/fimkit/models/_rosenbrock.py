@@ -261,14 +261,23 @@ def rosenbrock_step(
     """
     sg = jax.lax.stop_gradient
     n, s = y.shape[0], tab.stages
-    f0, ft = jax.jvp(lambda tt: field(tt, y, args), (t,), (jnp.ones_like(t),))
     if linear == "inverse":
-        # The inverse of E = I/(hγ) − J is of the primal solution only, formed once per step, so
-        # a stage solve is one matrix product. The Jacobian itself carries its tangent (forward
-        # over forward, once per step): a tangent of a stage, E du = dr − dE u, is then solved
-        # with the same inverse (`custom_linear_solve`) and dE u = −dJ·u is a product, not a
-        # second derivative of the model per stage; the derivative of the inverse is never formed.
-        J = jax.jacfwd(lambda yy: field(t, yy, args))(y)
+        # f, ∂f/∂t and the Jacobian J = ∂f/∂y from one batch of n + 1 directional derivatives
+        # (f is their common primal). The inverse of E = I/(hγ) − J is of the primal solution
+        # only, formed once per step, so a stage solve is one matrix product. The Jacobian
+        # itself carries its tangent (forward over forward, once per step): a tangent of a
+        # stage, E du = dr − dE u, is then solved with the same inverse (`custom_linear_solve`)
+        # and dE u = −dJ·u is a product, not a second derivative of the model per stage; the
+        # derivative of the inverse is never formed.
+        eye = jnp.eye(n + 1, dtype=y.dtype)
+
+        def along(d):
+            return jax.jvp(
+                lambda tt, yy: field(tt, yy, args), (t, y), (d[0] * jnp.ones_like(t), d[1:])
+            )
+
+        f0, cols = jax.vmap(along, out_axes=(None, 0))(eye)
+        ft, J = cols[0], cols[1:].T
         inv = jnp.linalg.inv(jnp.eye(n, dtype=y.dtype) / (h * tab.gamma) - sg(J))
 
         def matvec(v):
@@ -278,6 +287,7 @@ def rosenbrock_step(
             return inv @ r
 
     else:
+        f0, ft = jax.jvp(lambda tt: field(tt, y, args), (t,), (jnp.ones_like(t),))
         # LU factors of the primal E (for nearly singular E, e.g. at a steady state with
         # conservation laws, where an explicit inverse loses accuracy); dE u = −d(J u) is one
         # directional second derivative per stage.
