@@ -23,8 +23,9 @@ another:
 - *per FIM*: median seconds of later ``fisher_information()`` calls at the nominal parameters
   (one forward-sensitivity solve of all conditions; the log-likelihood and its gradient come with
   it), ``--reps`` calls. Solver settings: the problem's preset in
-  ``fimkit.models.petab.SOLVER_PRESETS`` (all four: Rodas5P in fimkit's own Rosenbrock loop, at
-  rtol = atol = 1e-8; see docs/sbml_petab.md); the *solver* column names it. ``--solver NAME``
+  ``fimkit.models.petab.SOLVER_PRESETS`` (Rodas5P in fimkit's own Rosenbrock loop for Boehm,
+  Fujita and Zheng, Tsit5 in its own explicit loop for Crauste, all at rtol = atol = 1e-8; see
+  docs/sbml_petab.md); the *solver* column names it. ``--solver NAME``
   overrides the presets (e.g. ``--solver kvaerno5`` for the diffrax solver).
 - *peak RSS*: ``ru_maxrss`` of the cold process, MiB.
 
