@@ -521,6 +521,14 @@ def test_missing_pandas_says_which_extra(monkeypatch, problem_path):
         load_petab(problem_path)
 
 
+def test_with_measurements_rejects_what_is_not_a_measurement_table(problem):
+    with pytest.raises(PetabError, match=r"'measurements' argument .* Got 42 \(type int\)"):
+        problem.with_measurements(42)
+    spaced = problem.measurements.rename(columns={"time": " time"})
+    with pytest.raises(PetabError, match=r"whitespace around the name of column .*' time'"):
+        problem.with_measurements(spaced)
+
+
 def test_loading_does_not_import_libpetab(problem_path):
     # fimkit reads the tables and PEtab math itself: `import petab.v1` costs about a second.
     probe = (

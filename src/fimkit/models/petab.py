@@ -1212,15 +1212,27 @@ class PetabProblem:
             pm, y0 = primals
             dpm, dy0 = tangents
             y, t, status, J = steady(pm, y0)
+            J = jacobian_at(J, t, y, pm)
             fp = jax.jvp(lambda q: f_rhs(t, y, q, t), (pm,), (dpm,))[1]
             dy = _constrained_solve(J, -fp, dy0)
             zero_status = np.zeros(np.shape(status), dtype=jax.dtypes.float0)
-            # The Jacobian's own tangent (second derivatives of the model): XLA drops it from
-            # first-order programs, which never use it.
+            return (y, t, status, J), (dy, jnp.zeros_like(t), zero_status, jnp.zeros_like(J))
+
+        @jax.custom_jvp
+        def jacobian_at(J, t, y, pm):
+            """The Jacobian J of the steady state's last Newton step, as a function of (y, pm):
+            its tangent (second derivatives of the model) is traced only when the sensitivities
+            themselves are differentiated (observed information), not for every FIM."""
+            return J
+
+        @jacobian_at.defjvp
+        def jacobian_at_jvp(primals, tangents):
+            J, t, y, pm = primals
+            _, _, dy, dpm = tangents
             dJ = jax.jvp(
                 lambda z, q: jax.jacfwd(lambda w: f_rhs(t, w, q, t))(z), (y, pm), (dy, dpm)
             )[1]
-            return (y, t, status, J), (dy, jnp.zeros_like(t), zero_status, dJ)
+            return J, dJ
 
         def simulate(pm, y0, ts):
             # The intervals between switching times are solved by one diffeqsolve inside a scan,
@@ -1666,8 +1678,11 @@ class PetabProblem:
         tables = self._tables
         try:
             meas = read_measurement_table(measurements)
-        except ValueError as exc:
-            raise PetabError(f"Cannot read the measurement table: {exc}") from None
+        except (ValueError, TypeError) as exc:
+            raise PetabError(
+                "The 'measurements' argument must be a PEtab measurement table (a pandas "
+                f"DataFrame or a file name). Got {describe(measurements)}: {exc}"
+            ) from None
         new = _Tables(
             tables.root,
             tables.name,
