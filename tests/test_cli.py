@@ -92,3 +92,26 @@ def test_programs_use_the_classic_cpu_fusion_emitter_unless_asked_otherwise(monk
     )
     monkeypatch.setenv("FIMKIT_XLA_FUSION_EMITTERS", "1")
     assert _jax._compiler_options() is None
+
+
+@pytest.mark.parametrize("declared", [(3,), (2,)])
+def test_two_programs_compute_the_composition(declared):
+    """`TwoPrograms` runs second(x, y, *first(x)), compiled on two threads; a wrong declaration of
+    the first program's output shape only costs a second compilation."""
+    import jax
+    import jax.numpy as jnp
+
+    from fimkit import _jax
+
+    def first(x):
+        return (jnp.cumsum(x),)
+
+    def second(x, y, c):
+        return jnp.sum(c * y) + x[0]
+
+    middle = [jax.ShapeDtypeStruct(declared, jnp.float64)]
+    program = _jax.TwoPrograms(_jax.jit(first), _jax.jit(second), middle)
+    x, y = np.array([1.0, 2.0, 3.0]), np.array([0.5, -1.0, 2.0])
+    expected = np.sum(np.cumsum(x) * y) + x[0]
+    for _ in range(2):
+        np.testing.assert_allclose(float(program(x, y)), expected, rtol=1e-15)

@@ -45,6 +45,53 @@ def jit(fn, **kwargs):
     return jax.jit(fn, compiler_options=_compiler_options(), **kwargs)
 
 
+class TwoPrograms:
+    """Two jitted programs run one after the other, ``second(x, y, *first(x))``, and compiled
+    concurrently.
+
+    On the first call, `second` is traced and lowered (against `middle`, the shapes and dtypes of
+    `first`'s outputs) and compiled on a worker thread, while `first` is traced, lowered and
+    compiled on the calling thread: XLA compiles without holding Python's lock, so the two
+    compilations, and the tracing of `first`, overlap on two cores, where one program of the same
+    size would run its HLO passes on one. `wrap(f)` wraps the compilation (e.g. to set a tracing
+    context). If `first`'s outputs turn out not to match `middle`, `second` is compiled again
+    against them.
+    """
+
+    def __init__(self, first, second, middle, wrap=None):
+        self._first, self._second = first, second
+        self._middle = tuple(middle)
+        self._wrap = wrap or (lambda f: f)
+        self._compiled = None
+
+    def _compile(self, x, y):
+        from concurrent.futures import ThreadPoolExecutor
+
+        try:
+            lowered = self._second.trace(x, y, *self._middle).lower()
+        except Exception:  # a wrong declaration: traced again below, against the real shapes
+            lowered = None
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            future = None if lowered is None else pool.submit(lowered.compile)
+            try:
+                traced = self._first.trace(x)
+                first = traced.lower().compile()
+            finally:
+                second = None if future is None else future.result()
+        info = tuple(traced.out_info)
+        if second is None or [(a.shape, a.dtype) for a in info] != [
+            (a.shape, a.dtype) for a in self._middle
+        ]:
+            second = self._second.trace(x, y, *info).lower().compile()
+        return first, second
+
+    def __call__(self, x, y):
+        if self._compiled is None:
+            self._compiled = self._wrap(self._compile)(x, y)
+        first, second = self._compiled
+        return second(x, y, *first(x))
+
+
 def cache_dir() -> Path | None:
     """The directory of the persistent compilation cache, or ``None`` when it is disabled."""
     override = os.environ.get("FIMKIT_CACHE_DIR")
