@@ -830,6 +830,35 @@ def _ordered(definitions: Mapping[sp.Symbol, Any], roots: Sequence[Any]) -> list
 _COUNTER = [0]
 
 
+def _with_reciprocals(
+    definitions: dict[sp.Symbol, Any], outputs: list[Any]
+) -> tuple[dict[sp.Symbol, Any], list[Any]]:
+    """Divisions by a symbol (a compartment's volume, a parameter) as products with its
+    reciprocal, which becomes a definition of its own (one division).
+
+    Why: XLA counts a division as expensive and does not copy it into each of its users, so every
+    ``flux / volume`` shared by two species' equations ended a fused kernel of its own (Zheng's
+    right-hand side: 56 kernels). A product is copied freely: with the reciprocals, the same
+    right-hand side is 16 kernels, its FIM program compiles 25 % faster and runs 15-30 % faster
+    on the benchmark models (docs/sbml_petab.md). Values change by rounding only.
+    """
+    found: set[sp.Expr] = set()
+    for e in [*outputs, *definitions.values()]:
+        if isinstance(e, sp.Basic):
+            found |= {a for a in e.atoms(sp.Pow) if a.exp == -1 and a.base.is_Symbol}
+    if not found:
+        return definitions, outputs
+    recip = {a: sp.Dummy(f"recip_{a.base.name}", real=True) for a in found}
+
+    def sub(e):
+        return e.xreplace(recip) if isinstance(e, sp.Basic) else e
+
+    out = {k: sub(v) for k, v in definitions.items()}
+    for a, r in recip.items():
+        out[r] = a
+    return out, [sub(e) for e in outputs]
+
+
 def compile_function(
     inputs: Sequence[tuple[str, Sequence[Any]]],
     outputs: Sequence[Any],
@@ -849,7 +878,7 @@ def compile_function(
 
     **Returns:** ``f(*args)`` returning a float64 vector of ``len(outputs)`` entries.
     """
-    definitions = dict(definitions or {})
+    definitions, outputs = _with_reciprocals(dict(definitions or {}), list(outputs))
     printer_cls = _printer_class()
     names: dict[sp.Symbol, str] = {}
     lines: list[str] = []
