@@ -17,7 +17,7 @@ Conventions (the SBML semantics, as AMICI and COPASI implement them):
 - Parameters, compartments and local parameters that no rule or event changes are constants; one
   with an initial assignment is derived from the others (evaluated wherever it is used).
 - Parameters and compartments changed by a rate rule or an event are states.
-- Expressions with ``piecewise`` become ``jax.numpy.select``; function definitions are expanded.
+- Expressions with ``piecewise`` become nested ``jax.numpy.where``; function definitions are expanded.
 
 Supported beyond the core: initial assignments, assignment and rate rules, time-triggered events
 (``time >= c`` with ``c`` free of the states). Unsupported constructs (algebraic rules, delays,
@@ -787,6 +787,18 @@ def _printer_class():
         def _print_BooleanFalse(self, expr):
             return "False"
 
+        def _print_Piecewise(self, expr):
+            # Nested `where`s, not `jax.numpy.select`: the first true condition wins either way,
+            # but select finds it with a reduction, which XLA does not fuse into the expressions
+            # that use it (Fujita's right-hand side: 11 fused kernels with select, 10 with where, 1 with `_stack`).
+            out = "jax.numpy.nan"
+            for value, cond in reversed(expr.args):
+                if cond == sp.true:
+                    out = self._print(value)
+                else:
+                    out = f"jax.numpy.where({self._print(cond)}, {self._print(value)}, {out})"
+            return out
+
     return _Printer
 
 
@@ -828,6 +840,27 @@ def _ordered(definitions: Mapping[sp.Symbol, Any], roots: Sequence[Any]) -> list
 
 
 _COUNTER = [0]
+
+
+# XLA's CPU backend fuses the expressions of a concatenation's operands into one kernel only up to
+# this many operands (measured: 8 fuse, 9 give a kernel per operand).
+_CONCAT_FUSED = 8
+
+
+def _stack(values: list[Any]):
+    """``jax.numpy.stack(values)`` (scalars), built so that XLA computes it in one fused kernel:
+    blocks of up to `_CONCAT_FUSED` values are stacked, zero-padded to the full length and added
+    (nested concatenations would be flattened into one again). Zheng's right-hand side (15 states):
+    16 kernels as one stack, 1 this way; its first FIM compiles 13 % faster."""
+    n = len(values)
+    if n <= _CONCAT_FUSED:
+        return jnp.stack(values)
+    out = None
+    for a in range(0, n, _CONCAT_FUSED):
+        block = jnp.stack(values[a : a + _CONCAT_FUSED])
+        block = jnp.pad(block, (a, n - a - block.shape[0]))
+        out = block if out is None else out + block
+    return out
 
 
 def _with_reciprocals(
@@ -913,12 +946,13 @@ def compile_function(
     body = "\n".join(lines) if lines else "    pass"
     src = (
         f"def {fname}({', '.join(arg_names)}):\n{body}\n"
-        f"    return jax.numpy.stack([{outs}]) if {len(outputs)} else jax.numpy.zeros(0)\n"
+        f"    return _stack([{outs}]) if {len(outputs)} else jax.numpy.zeros(0)\n"
     )
     namespace: dict[str, Any] = {
         "jax": jax,
         "functools": functools,
         "_f": lambda v: jnp.asarray(v, dtype=jnp.float64),
+        "_stack": _stack,
     }
     exec(compile(src, f"<fimkit generated {fname}>", "exec"), namespace)
     fn = namespace[fname]
