@@ -92,6 +92,33 @@ class TwoPrograms:
         return second(x, y, *first(x))
 
 
+# XLA's CPU backend fuses the expressions of a concatenation's operands into one kernel only up to
+# this many operands (measured: 8 fuse, 9 give a kernel per operand).
+_CONCAT_FUSED = 8
+
+
+def stack_scalars(values):
+    """``jax.numpy.stack(values)``, built so that XLA computes it in one fused kernel.
+
+    Blocks of up to `_CONCAT_FUSED` values are stacked, zero-padded to the full length and added
+    (nested concatenations would be flattened into one again). A model's right-hand side written
+    as a list of expressions is such a stack: Zheng's (15 states) runs as 16 kernels as one stack
+    and as 1 this way; its first FIM compiles 13 % faster.
+    """
+    import jax.numpy as jnp
+
+    n = len(values)
+    if n <= _CONCAT_FUSED:
+        return jnp.stack(values)
+    out = None
+    for a in range(0, n, _CONCAT_FUSED):
+        block = jnp.stack(values[a : a + _CONCAT_FUSED])
+        pad = [(a, n - a - block.shape[0])] + [(0, 0)] * (block.ndim - 1)
+        block = jnp.pad(block, pad)
+        out = block if out is None else out + block
+    return out
+
+
 def cache_dir() -> Path | None:
     """The directory of the persistent compilation cache, or ``None`` when it is disabled."""
     override = os.environ.get("FIMKIT_CACHE_DIR")

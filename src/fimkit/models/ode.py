@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._jax import stack_scalars
 from ..design import Bolus, Group, Infusion
 from ..errors import DesignError, ModelError, describe
 from ._rk import tsit5_solve
@@ -145,7 +146,7 @@ def build_schedule(model: ODEModel, group: Group, param_names: Sequence[str]):
 
 def _vector(value: Any, n: int, what: str, owner: str):
     if isinstance(value, list | tuple):
-        value = jnp.stack([jnp.asarray(v, dtype=jnp.float64) for v in value])
+        value = stack_scalars([jnp.asarray(v, dtype=jnp.float64) for v in value])
     y = jnp.asarray(value, dtype=jnp.float64)
     if y.size != n:
         raise ModelError(f"The '{what}' of {owner} must give {n} value(s). Got shape {y.shape}.")

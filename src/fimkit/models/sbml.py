@@ -41,6 +41,7 @@ import jax
 import jax.numpy as jnp
 import sympy as sp
 
+from .._jax import stack_scalars
 from ..design import Bolus
 from ..errors import ModelError, describe
 from .ode import ODEModel
@@ -842,27 +843,6 @@ def _ordered(definitions: Mapping[sp.Symbol, Any], roots: Sequence[Any]) -> list
 _COUNTER = [0]
 
 
-# XLA's CPU backend fuses the expressions of a concatenation's operands into one kernel only up to
-# this many operands (measured: 8 fuse, 9 give a kernel per operand).
-_CONCAT_FUSED = 8
-
-
-def _stack(values: list[Any]):
-    """``jax.numpy.stack(values)`` (scalars), built so that XLA computes it in one fused kernel:
-    blocks of up to `_CONCAT_FUSED` values are stacked, zero-padded to the full length and added
-    (nested concatenations would be flattened into one again). Zheng's right-hand side (15 states):
-    16 kernels as one stack, 1 this way; its first FIM compiles 13 % faster."""
-    n = len(values)
-    if n <= _CONCAT_FUSED:
-        return jnp.stack(values)
-    out = None
-    for a in range(0, n, _CONCAT_FUSED):
-        block = jnp.stack(values[a : a + _CONCAT_FUSED])
-        block = jnp.pad(block, (a, n - a - block.shape[0]))
-        out = block if out is None else out + block
-    return out
-
-
 def _with_reciprocals(
     definitions: dict[sp.Symbol, Any], outputs: list[Any]
 ) -> tuple[dict[sp.Symbol, Any], list[Any]]:
@@ -952,7 +932,7 @@ def compile_function(
         "jax": jax,
         "functools": functools,
         "_f": lambda v: jnp.asarray(v, dtype=jnp.float64),
-        "_stack": _stack,
+        "_stack": stack_scalars,
     }
     exec(compile(src, f"<fimkit generated {fname}>", "exec"), namespace)
     fn = namespace[fname]
