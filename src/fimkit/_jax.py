@@ -26,6 +26,7 @@ import os
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 
 jax.config.update("jax_enable_x64", True)
 if os.environ.get("FIMKIT_ASYNC_DISPATCH", "").strip() not in ("1", "true", "yes"):
@@ -105,8 +106,6 @@ def stack_scalars(values):
     as a list of expressions is such a stack: Zheng's (15 states) runs as 16 kernels as one stack
     and as 1 this way; its first FIM compiles 13 % faster.
     """
-    import jax.numpy as jnp
-
     n = len(values)
     if n <= _CONCAT_FUSED:
         return jnp.stack(values)

@@ -17,7 +17,8 @@ Conventions (the SBML semantics, as AMICI and COPASI implement them):
 - Parameters, compartments and local parameters that no rule or event changes are constants; one
   with an initial assignment is derived from the others (evaluated wherever it is used).
 - Parameters and compartments changed by a rate rule or an event are states.
-- Expressions with ``piecewise`` become nested ``jax.numpy.where``; function definitions are expanded.
+- Expressions with ``piecewise`` become nested ``jax.numpy.where``; function definitions are
+  expanded.
 
 Supported beyond the core: initial assignments, assignment and rate rules, time-triggered events
 (``time >= c`` with ``c`` free of the states). Unsupported constructs (algebraic rules, delays,
@@ -791,7 +792,7 @@ def _printer_class():
         def _print_Piecewise(self, expr):
             # Nested `where`s, not `jax.numpy.select`: the first true condition wins either way,
             # but select finds it with a reduction, which XLA does not fuse into the expressions
-            # that use it (Fujita's right-hand side: 11 fused kernels with select, 10 with where, 1 with `_stack`).
+            # that use it (Fujita's right-hand side, with `stack_scalars`: 1 fused kernel).
             out = "jax.numpy.nan"
             for value, cond in reversed(expr.args):
                 if cond == sp.true:
@@ -852,8 +853,9 @@ def _with_reciprocals(
     Why: XLA counts a division as expensive and does not copy it into each of its users, so every
     ``flux / volume`` shared by two species' equations ended a fused kernel of its own (Zheng's
     right-hand side: 56 kernels). A product is copied freely: with the reciprocals, the same
-    right-hand side is 16 kernels, its FIM program compiles 25 % faster and runs 15-30 % faster
-    on the benchmark models (docs/sbml_petab.md). Values change by rounding only.
+    right-hand side is 16 kernels (1 with `stack_scalars`), its FIM program compiles 25 % faster,
+    and the benchmark models' FIMs run 6-30 % faster (docs/performance.md). Values change by
+    rounding only.
     """
     found: set[sp.Expr] = set()
     for e in [*outputs, *definitions.values()]:
