@@ -16,6 +16,7 @@ import sys
 import warnings
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
@@ -460,6 +461,133 @@ def test_rosenbrock_stage_loop_matches_unrolled_stages(problem_path, rodas_probl
     assert looped._unroll() is False and rodas_problem._unroll() is True
     assert looped.loglike() == pytest.approx(rodas_problem.loglike(), rel=1e-12)
     g, h = looped.gradient(), rodas_problem.gradient()
+    np.testing.assert_allclose(g, h, rtol=1e-9, atol=1e-9 * np.abs(h).max())
+
+
+def write_smooth_problem(root: Path) -> Path:
+    """A PEtab problem without switching times or events (two conditions, an estimated initial
+    value, a saturating degradation): `load_petab` computes its states and their sensitivities in
+    one Rosenbrock loop."""
+    import libsbml
+
+    from tests.test_sbml import _math
+
+    root.mkdir(parents=True, exist_ok=True)
+    doc = libsbml.SBMLDocument(3, 2)
+    m = doc.createModel()
+    m.setId("smooth")
+    c = m.createCompartment()
+    c.setId("cell")
+    c.setSize(1.5)
+    c.setConstant(True)
+    for sid, value in (("A", 0.0), ("B", 0.0), ("C", 0.3)):
+        sp_ = m.createSpecies()
+        sp_.setId(sid)
+        sp_.setCompartment("cell")
+        sp_.setInitialConcentration(value)
+        sp_.setHasOnlySubstanceUnits(False)
+        sp_.setBoundaryCondition(False)
+        sp_.setConstant(False)
+    for pid, value in (("k1", 2.0), ("k2", 30.0), ("Km", 0.2), ("k3", 0.5), ("A0", 1.0)):
+        q = m.createParameter()
+        q.setId(pid)
+        q.setValue(value)
+        q.setConstant(True)
+    ia = m.createInitialAssignment()
+    ia.setSymbol("A")
+    _math(ia, "A0")
+    for rid, reactant, product, law in (
+        ("R1", "A", "B", "cell * k1 * A"),
+        ("R2", "B", "C", "cell * k2 * B / (Km + B)"),
+        ("R3", "C", None, "cell * k3 * C * C"),
+    ):
+        rx = m.createReaction()
+        rx.setId(rid)
+        rx.setReversible(False)
+        ref = rx.createReactant()
+        ref.setSpecies(reactant)
+        ref.setStoichiometry(1)
+        ref.setConstant(True)
+        if product:
+            ref = rx.createProduct()
+            ref.setSpecies(product)
+            ref.setStoichiometry(1)
+            ref.setConstant(True)
+        _math(rx.createKineticLaw(), law)
+    (root / "model.xml").write_text(libsbml.writeSBMLToString(doc))
+    pd.DataFrame(
+        [
+            ("k1", "log10", 1e-3, 1e3, 2.0, 1),
+            ("k2", "log", 1e-3, 1e3, 30.0, 1),
+            ("Km", "lin", 0.0, 10.0, 0.2, 1),
+            ("k3", "log10", 1e-3, 1e3, 0.5, 0),
+            ("A0", "lin", 0.0, 10.0, 1.0, 1),
+            ("k3_c2", "log10", 1e-3, 1e3, 0.8, 1),
+            ("scale_B", "log10", 1e-3, 1e3, 2.0, 1),
+            ("sigma", "log10", 1e-3, 1e3, 0.05, 1),
+        ],
+        columns=[
+            "parameterId",
+            "parameterScale",
+            "lowerBound",
+            "upperBound",
+            "nominalValue",
+            "estimate",
+        ],
+    ).to_csv(root / "parameters.tsv", sep="\t", index=False)
+    pd.DataFrame({"conditionId": ["c1", "c2"], "k3": ["k3", "k3_c2"]}).to_csv(
+        root / "conditions.tsv", sep="\t", index=False
+    )
+    pd.DataFrame(
+        [
+            ("obs_B", "scale_B * B", "sigma", "lin", "normal"),
+            ("obs_C", "C", "sigma", "log", "normal"),
+        ],
+        columns=[
+            "observableId",
+            "observableFormula",
+            "noiseFormula",
+            "observableTransformation",
+            "noiseDistribution",
+        ],
+    ).to_csv(root / "observables.tsv", sep="\t", index=False)
+    rng = np.random.default_rng(11)
+    rows = [
+        (o, cond, float(np.exp(rng.normal(-1.0, 0.5))), t)
+        for cond in ("c1", "c2")
+        for t in (0.0, 0.1, 0.5, 1.0, 2.0, 5.0, 10.0)
+        for o in ("obs_B", "obs_C")
+    ]
+    pd.DataFrame(
+        rows, columns=["observableId", "simulationConditionId", "measurement", "time"]
+    ).to_csv(root / "measurements.tsv", sep="\t", index=False)
+    (root / "problem.yaml").write_text(
+        "format_version: 1\nparameter_file: parameters.tsv\nproblems:\n- condition_files: "
+        "[conditions.tsv]\n  measurement_files: [measurements.tsv]\n  observable_files: "
+        "[observables.tsv]\n  sbml_files: [model.xml]\n"
+    )
+    return root / "problem.yaml"
+
+
+def test_states_and_sensitivities_in_one_loop_equal_forward_mode_ad(tmp_path):
+    """Without switching times or events, the expected information computes the states and
+    their sensitivities in one Rosenbrock loop (`rosenbrock_sensitivities`); the stage loop
+    (unroll=False) differentiates the solve by `jax.jacfwd`. Both are exact derivatives of the
+    same discrete solution: they agree to rounding."""
+    path = write_smooth_problem(tmp_path / "smooth")
+    opts = dict(solver="rodas5p", rtol=1e-10, atol=1e-12)
+    one_loop = load_petab(path, **opts)
+    by_ad = load_petab(path, unroll=False, **opts)
+    x = np.asarray(one_loop.nominal())
+    dynamic = one_loop._dynamic_parameters()
+    assert dynamic.size == 5  # k1, k2, Km, A0, k3_c2: the scale and σ enter the observables
+    assert jax.eval_shape(lambda x: one_loop._predict_fn()[4](x, dynamic), x) is not None
+    assert by_ad._predict_fn()[4](x, dynamic) is None
+    assert one_loop.loglike() == pytest.approx(by_ad.loglike(), rel=1e-12)
+    F, G = one_loop.fisher_information().matrix, by_ad.fisher_information().matrix
+    scale = np.sqrt(np.outer(np.diag(G), np.diag(G)))
+    np.testing.assert_allclose(F / scale, G / scale, rtol=0, atol=1e-10)
+    g, h = one_loop.gradient(), by_ad.gradient()
     np.testing.assert_allclose(g, h, rtol=1e-9, atol=1e-9 * np.abs(h).max())
 
 

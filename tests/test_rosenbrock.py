@@ -236,6 +236,130 @@ def test_robertson_sensitivities_match_central_differences():
 
 
 @pytest.mark.parametrize("method", METHODS)
+def test_sensitivities_in_one_loop_equal_forward_mode_ad_of_the_solve(method):
+    """`rosenbrock_sensitivities` (states and tangents in one loop, the stage equations of both
+    solved together) gives the numbers of `jax.jacfwd` through `rosenbrock_solve`: the same step
+    sequence, so they agree to rounding; directions move the initial state and the arguments
+    (a time-dependent forcing makes ∂f/∂t matter), and Robertson's problem is stiff."""
+
+    def field(t, y, args):
+        k, amp = args
+        f = _robertson(t, y, {"k1": k[0], "k2": k[1], "k3": k[2]})
+        return jnp.stack(f) + amp * jnp.sin(t) * jnp.array([1e-3, 0.0, -1e-3]) * y[0]
+
+    ts = jnp.asarray(ROB_TIMES[:4])
+    k0 = jnp.array(list(ROB_THETA.values()))
+    y00 = jnp.array([1.0, 0.0, 0.0])
+    rng = np.random.default_rng(3)
+    dk = jnp.asarray(rng.normal(size=(4, 3))) * k0
+    dy0 = jnp.asarray(rng.normal(size=(4, 3))) * jnp.array([1.0, 0.0, 0.1])
+    damp = jnp.asarray(rng.normal(size=4))
+    opts = dict(rtol=1e-9, atol=1e-13, max_steps=20_000, method=method)
+
+    def solve(z):
+        args = (k0 + z @ dk, 0.5 + z @ damp)
+        return R.rosenbrock_solve(field, 0.0, ts[-1], y00 + z @ dy0, ts, args, **opts)[0]
+
+    S_ad = jax.jit(jax.jacfwd(solve))(jnp.zeros(4))  # (nt, n, P)
+    ys, Ss, y1, status = jax.jit(
+        lambda: R.rosenbrock_sensitivities(
+            field, 0.0, ts[-1], y00, dy0, ts, (k0, 0.5), (dk, damp), **opts
+        )
+    )()
+    assert int(status) == STATUS_OK
+    np.testing.assert_allclose(ys, solve(jnp.zeros(4)), rtol=1e-13, atol=1e-18)
+    np.testing.assert_allclose(ys[-1], y1, rtol=0, atol=0)
+    scale = np.abs(np.asarray(S_ad)).max(axis=(0, 1))  # per direction
+    np.testing.assert_allclose(
+        np.moveaxis(np.asarray(Ss), 1, 2) / scale, S_ad / scale, rtol=0, atol=1e-11
+    )
+
+
+def test_sensitivities_in_one_loop_match_central_differences():
+    """Against finite differences of tightly solved states (independent of any AD)."""
+
+    def field(t, y, k):
+        return jnp.stack(_robertson(t, y, {"k1": k[0], "k2": k[1], "k3": k[2]}))
+
+    ts = jnp.asarray(ROB_TIMES)
+    x = jnp.log(jnp.array(list(ROB_THETA.values())))
+    opts = dict(rtol=1e-11, atol=1e-15, max_steps=20_000)
+    k = jnp.exp(x)
+    ys, Ss, _, status = jax.jit(
+        lambda: R.rosenbrock_sensitivities(
+            field,
+            0.0,
+            ts[-1],
+            jnp.array([1.0, 0.0, 0.0]),
+            jnp.zeros((3, 3)),
+            ts,
+            k,
+            jnp.diag(k),
+            **opts,
+        )
+    )()
+    assert int(status) == STATUS_OK
+    f = jax.jit(
+        lambda x: R.rosenbrock_solve(
+            field, 0.0, ts[-1], jnp.array([1.0, 0.0, 0.0]), ts, jnp.exp(x), **opts
+        )[0]
+    )
+    scale = np.abs(np.asarray(ys)).max(axis=0)
+    eps = 1e-5
+    for j in range(3):
+        e = jnp.zeros(3).at[j].set(eps)
+        fd = (f(x + e) - f(x - e)) / (2 * eps)
+        np.testing.assert_allclose(Ss[:, j] / scale, fd / scale, rtol=0, atol=2e-6)
+
+
+def test_sensitivities_in_one_loop_report_statuses_and_shapes():
+    ys, Ss, _, status = R.rosenbrock_sensitivities(
+        lambda t, y, a: -a * y,
+        0.0,
+        10.0,
+        jnp.ones(2),
+        jnp.ones((1, 2)),
+        jnp.array([1.0, 10.0]),
+        1.0,
+        jnp.ones(1),
+        rtol=1e-10,
+        atol=1e-12,
+        max_steps=3,
+    )
+    assert int(status) == STATUS_MAX_STEPS
+    assert np.isnan(np.asarray(ys)[-1]).all() and np.isnan(np.asarray(Ss)[-1]).all()
+    with pytest.raises(ValueError, match=r"sensitivities \(P, n\)"):
+        R.rosenbrock_sensitivities(
+            lambda t, y, a: -y,
+            0.0,
+            1.0,
+            jnp.ones(2),
+            jnp.ones(2),
+            jnp.ones(1),
+            None,
+            None,
+            rtol=1e-8,
+            atol=1e-8,
+            max_steps=10,
+        )
+
+
+def test_small_inverse_is_an_inverse_with_or_without_pivoting():
+    """Gauss–Jordan elimination without pivoting, and LAPACK where its residual is too large: a
+    matrix that needs row exchanges (a zero leading entry) still gets its inverse."""
+    rng = np.random.default_rng(0)
+    inv = jax.jit(R.small_inverse)
+    for E in (
+        np.eye(8) * 3.0 + rng.normal(size=(8, 8)),  # diagonally heavy: no fallback needed
+        np.array([[0.0, 1.0, 2.0], [1.0, 0.0, 3.0], [4.0, 5.0, 0.0]]),  # zero pivot: NaN first
+        np.array([[1e-14, 1.0], [1.0, 1.0]]),  # tiny pivot: large residual first
+    ):
+        X = np.asarray(inv(jnp.asarray(E)))
+        np.testing.assert_allclose(X, np.linalg.inv(E), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(E @ X, np.eye(E.shape[0]), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("method", METHODS)
 def test_stiff_linear_system_matches_the_matrix_exponential(method):
     # Eigenvalues −1, −1e3 and −1e6 mixed by a rotation; y(t) = expm(t·M(λ)) y0, and the
     # sensitivity to the slow rate λ is the derivative of the matrix exponential.
