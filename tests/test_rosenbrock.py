@@ -344,19 +344,57 @@ def test_sensitivities_in_one_loop_report_statuses_and_shapes():
         )
 
 
-def test_small_inverse_is_an_inverse_with_or_without_pivoting():
-    """Gauss–Jordan elimination without pivoting, and LAPACK where its residual is too large: a
-    matrix that needs row exchanges (a zero leading entry) still gets its inverse."""
+def test_gauss_jordan_inverse_and_its_residual():
+    """Elimination without pivoting: an inverse with a tiny residual where no row exchange is
+    needed; a residual that says so where one is (a zero pivot gives NaN, a tiny one a large
+    residual)."""
     rng = np.random.default_rng(0)
-    inv = jax.jit(R.small_inverse)
-    for E in (
-        np.eye(8) * 3.0 + rng.normal(size=(8, 8)),  # diagonally heavy: no fallback needed
-        np.array([[0.0, 1.0, 2.0], [1.0, 0.0, 3.0], [4.0, 5.0, 0.0]]),  # zero pivot: NaN first
-        np.array([[1e-14, 1.0], [1.0, 1.0]]),  # tiny pivot: large residual first
-    ):
-        X = np.asarray(inv(jnp.asarray(E)))
-        np.testing.assert_allclose(X, np.linalg.inv(E), rtol=1e-12, atol=1e-12)
-        np.testing.assert_allclose(E @ X, np.eye(E.shape[0]), rtol=0, atol=1e-12)
+    inv = jax.jit(R.gauss_jordan_inverse)
+    E = np.eye(8) * 3.0 + rng.normal(size=(8, 8))
+    X, r = inv(jnp.asarray(E))
+    np.testing.assert_allclose(X, np.linalg.inv(E), rtol=1e-12, atol=1e-12)
+    assert float(r) < 1e-13
+    assert np.isnan(float(inv(jnp.array([[0.0, 1.0], [1.0, 0.0]]))[1]))
+    assert float(inv(jnp.array([[1e-14, 1.0], [1.0, 1.0]]))[1]) > R.INVERSE_RESIDUAL
+
+
+def test_sensitivities_fall_back_to_lapack_when_elimination_fails():
+    """A step whose eliminated inverse is not accurate is rejected; a solve that fails that way is
+    repeated with LAPACK's pivoted inverse. With no residual accepted (-1), every step fails, and
+    the result is still the one of forward-mode AD through `rosenbrock_solve`."""
+
+    def field(t, y, k):
+        return jnp.stack(_robertson(t, y, {"k1": k[0], "k2": k[1], "k3": k[2]}))
+
+    ts = jnp.asarray(ROB_TIMES[:3])
+    k = jnp.array(list(ROB_THETA.values()))
+    y0 = jnp.array([1.0, 0.0, 0.0])
+    opts = dict(rtol=1e-8, atol=1e-12, max_steps=5_000)
+    ys, Ss, _, status = jax.jit(
+        lambda: R.rosenbrock_sensitivities(
+            field,
+            0.0,
+            ts[-1],
+            y0,
+            jnp.zeros((3, 3)),
+            ts,
+            k,
+            jnp.diag(k),
+            inverse_residual=-1.0,
+            **opts,
+        )
+    )()
+    assert int(status) == STATUS_OK
+    S_ad = jax.jit(
+        jax.jacfwd(lambda x: R.rosenbrock_solve(field, 0.0, ts[-1], y0, ts, jnp.exp(x), **opts)[0])
+    )(jnp.log(k))
+    scale = np.abs(np.asarray(ys)).max(axis=0)
+    np.testing.assert_allclose(
+        np.moveaxis(np.asarray(Ss), 1, 2) / scale[:, None],
+        S_ad / scale[:, None],
+        rtol=0,
+        atol=1e-10,
+    )
 
 
 @pytest.mark.parametrize("method", METHODS)

@@ -55,6 +55,7 @@ import numpy as np
 from jax.scipy.linalg import lu_factor, lu_solve
 
 from ._rk import adaptive_loop
+from .base import STATUS_OK
 
 
 @dataclass(frozen=True)
@@ -353,19 +354,20 @@ def dense_eval(theta, y, y1, K):
     return (1 - theta) * y + theta * (y1 + (1 - theta) * poly)
 
 
-# A residual of the inverse above this (max |E X − I|) sends it to LAPACK's pivoted LU instead.
+# A Gauss–Jordan inverse whose residual max |E X − I| exceeds this rejects the step (see
+# `rosenbrock_sensitivities`).
 INVERSE_RESIDUAL = 1e-10
 
 
-def small_inverse(E):
-    """The inverse of a small matrix `E` by Gauss–Jordan elimination, with LAPACK as a fallback.
+def gauss_jordan_inverse(E):
+    """``(X, r)``: the inverse of a small matrix `E` by Gauss–Jordan elimination without pivoting,
+    and its residual ``r = max |E X − I|`` (NaN where a pivot was zero).
 
     Why: on a CPU, ``jnp.linalg.inv`` of an 8 × 8 matrix is a LAPACK factorisation, a pivot
-    permutation and two triangular solves, about 1.2 µs of fixed costs per Rosenbrock step;
-    elimination without pivoting, unrolled, is a few elementwise kernels (about 0.7 µs). Without
-    pivoting it can lose accuracy (a small leading pivot), so the residual ``E X − I`` is checked
-    and any entry above `INVERSE_RESIDUAL` (or a non-finite one) recomputes the inverse with
-    LAPACK: the result is always an inverse to that residual.
+    permutation and two triangular solves, each a call with a fixed cost (about 1.2 µs in all);
+    the elimination unrolled is a few elementwise kernels (about 0.7 µs, and off the critical
+    path of a Rosenbrock step). Without pivoting it can lose accuracy (a small leading pivot):
+    the caller checks `r`.
     """
     n = E.shape[0]
     eye = jnp.eye(n, dtype=E.dtype)
@@ -375,8 +377,7 @@ def small_inverse(E):
         M = (M - M[:, k : k + 1] * row[None, :]).at[k].set(row)
     X = M[:, n:]
     residual = jnp.sum(E[:, :, None] * X[None, :, :], axis=1) - eye
-    ok = jnp.all(jnp.abs(residual) <= INVERSE_RESIDUAL)  # False for NaN
-    return jax.lax.cond(ok, lambda e, x: x, lambda e, x: jnp.linalg.inv(e), E, X)
+    return X, jnp.max(jnp.abs(residual))
 
 
 def _combine(coeffs, vectors):
@@ -386,7 +387,9 @@ def _combine(coeffs, vectors):
     return sum(terms[1:], terms[0])
 
 
-def sensitivity_step(tab: RosenbrockTableau, field, aug, t, Y, h, args, dargs):
+def sensitivity_step(
+    tab: RosenbrockTableau, field, aug, t, Y, h, args, dargs, *, inverse_residual=None
+):
     """One step of the state and its forward sensitivities together: returns ``(Y1, err, K)``.
 
     ``Y = [y; S]`` stacks the state (n,) and its tangents along P directions (P, n); `dargs` are
@@ -402,6 +405,10 @@ def sensitivity_step(tab: RosenbrockTableau, field, aug, t, Y, h, args, dargs):
       ``du_k = X dr_k + M_k r`` with ``X = E⁻¹`` and ``M_k = X dJ_k X`` formed once per step, so
       each stage is one batched matrix–vector product over ``[r_k, r]`` (P + 1 rows);
     - stage arguments, the solution and the dense output are weighted sums of the stages.
+
+    `inverse_residual`: None inverts E with LAPACK (pivoted LU); a number uses
+    `gauss_jordan_inverse` and makes the error estimate infinite (the step is rejected) when the
+    inverse's residual exceeds it or is not finite.
     """
     n, rows = Y.shape[1], Y.shape[0]
     y, S = Y[0], Y[1:]
@@ -419,7 +426,12 @@ def sensitivity_step(tab: RosenbrockTableau, field, aug, t, Y, h, args, dargs):
         lambda s, da: jax.jvp(pack, (y, args), (s, da)), out_axes=((None, None), 0)
     )(S, dargs)
     J, dJ = cols[1:].T, jnp.swapaxes(dcols[:, 1:], 1, 2)  # (n, n), (P, n, n)
-    X = small_inverse(jnp.eye(n, dtype=y.dtype) / (h * tab.gamma) - J)
+    E = jnp.eye(n, dtype=y.dtype) / (h * tab.gamma) - J
+    if inverse_residual is None:
+        X, bad = jnp.linalg.inv(E), False
+    else:
+        X, residual = gauss_jordan_inverse(E)
+        bad = ~(residual <= inverse_residual)  # NaN included
     # M_k = X dJ_k X as multiply–reduce kernels (XLA's matrix products cost more at this size).
     XdJ = jnp.sum(X[None, :, :, None] * dJ[:, None, :, :], axis=2)
     M = jnp.sum(XdJ[:, :, :, None] * X[None, None, :, :], axis=2)
@@ -452,7 +464,7 @@ def sensitivity_step(tab: RosenbrockTableau, field, aug, t, Y, h, args, dargs):
     m[-1] += 1.0
     Y1 = Y + _combine(m, W)
     K = jnp.stack([_combine(row, W) for row in _padded(tab.dense, tab.stages)[: len(tab.dense)]])
-    return Y1, W[-1], K
+    return Y1, jnp.where(bad, jnp.inf, W[-1]), K
 
 
 def sensitivity_field(field, dargs):
@@ -483,6 +495,7 @@ def rosenbrock_sensitivities(
     atol: float,
     max_steps: int,
     method: str = "rodas5p",
+    inverse_residual: float = INVERSE_RESIDUAL,
 ):
     """`rosenbrock_solve` with the forward sensitivities of the solution computed alongside.
 
@@ -491,6 +504,13 @@ def rosenbrock_sensitivities(
     `rosenbrock_solve` is differentiated by `jax.jacfwd`, and the sensitivities are the same
     numbers (see `sensitivity_step`), in about two thirds of the time for the small stiff models
     of the PEtab benchmark collection. `t0`, `t1` and `ts` carry no derivative here.
+
+    The matrices ``I/(hγ) − J`` are inverted by Gauss–Jordan elimination without pivoting
+    (`gauss_jordan_inverse`); a step whose inverse has a residual above `inverse_residual` is
+    rejected, so the step size shrinks until the elimination is accurate (the matrix becomes
+    diagonally dominant). Should the solve fail that way or any other, it is repeated with
+    LAPACK's pivoted inverse, whose status is then the one returned: the result never depends on
+    the elimination succeeding, only the time does.
 
     Returns ``(ys, Ss, y1, status)``: the states at `ts` (len(ts), n), their sensitivities
     (len(ts), P, n), the state at `t1` and a status code of `fimkit.models.base`.
@@ -504,33 +524,46 @@ def rosenbrock_sensitivities(
     aug = sensitivity_field(field, dargs)
     Y0 = jnp.concatenate([jnp.asarray(y0)[None], jnp.asarray(S0, dtype=jnp.result_type(y0, float))])
 
-    def step(t, Y, F, h):
-        Y1, err, K = sensitivity_step(
-            tab, field, lambda tt, Z: aug(tt, Z, args), t, Y, h, args, dargs
-        )
-        return Y1, err, K, F
-
     def interpolate(theta, Y, Y1, h, K):
         return dense_eval(theta, Y, Y1, K)
 
-    out, Y, _, status, _ = adaptive_loop(
-        step,
-        interpolate,
-        aug,
-        t0,
-        t1,
-        Y0,
-        ts,
-        args,
-        rtol=rtol,
-        atol=atol,
-        max_steps=max_steps,
-        error_order=tab.order,
-        factor_max=FACTOR_MAX,
-        check_state=True,
-        unreached=jnp.nan,
-        primal=lambda Z: Z[0],
-    )
+    def solve(residual):
+        def step(t, Y, F, h):
+            Y1, err, K = sensitivity_step(
+                tab,
+                field,
+                lambda tt, Z: aug(tt, Z, args),
+                t,
+                Y,
+                h,
+                args,
+                dargs,
+                inverse_residual=residual,
+            )
+            return Y1, err, K, F
+
+        out, Y, _, status, _ = adaptive_loop(
+            step,
+            interpolate,
+            aug,
+            t0,
+            t1,
+            Y0,
+            ts,
+            args,
+            rtol=rtol,
+            atol=atol,
+            max_steps=max_steps,
+            error_order=tab.order,
+            factor_max=FACTOR_MAX,
+            check_state=True,
+            unreached=jnp.nan,
+            primal=lambda Z: Z[0],
+        )
+        return out, Y, status
+
+    first = solve(inverse_residual)
+    out, Y, status = jax.lax.cond(first[2] == STATUS_OK, lambda: first, lambda: solve(None))
     return out[:, 0], out[:, 1:], Y[0], status
 
 
@@ -652,6 +685,7 @@ __all__ = [
     "RODAS4",
     "RODAS5P",
     "RosenbrockTableau",
+    "gauss_jordan_inverse",
     "rodas4_solve",
     "rodas5p_solve",
     "rosenbrock_sensitivities",
@@ -659,5 +693,4 @@ __all__ = [
     "rosenbrock_steady",
     "rosenbrock_step",
     "sensitivity_step",
-    "small_inverse",
 ]

@@ -1372,8 +1372,9 @@ class PetabProblem:
         def sensitivities_all(x, dynamic, pre=None):
             """`simulate_all` with the Jacobian of the states over x[dynamic] (the last axis), or
             None where the states and their sensitivities are not computed in one loop (switches,
-            events, steady-state measurements, other solvers)."""
-            if simulate_sens is None or has_post:
+            events, steady-state measurements, other solvers, experiments solved in lockstep:
+            there its fallback solve would always run)."""
+            if simulate_sens is None or has_post or (batching == "vmap" and len(P_sim) > 1):
                 return None
             x = jnp.asarray(x)
 
