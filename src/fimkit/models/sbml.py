@@ -874,12 +874,20 @@ def _with_reciprocals(
     return out, [sub(e) for e in outputs]
 
 
+def _stack_rows(rows: int, values: Sequence[Any]) -> Any:
+    """`values` as a (rows, len(values) // rows) matrix: a stack of row stacks (see
+    `compile_function`)."""
+    cols = len(values) // rows
+    return jnp.stack([stack_scalars(values[i * cols : (i + 1) * cols]) for i in range(rows)])
+
+
 def compile_function(
     inputs: Sequence[tuple[str, Sequence[Any]]],
     outputs: Sequence[Any],
     definitions: Mapping[sp.Symbol, Any] | None = None,
     *,
     name: str = "f",
+    rows: int | None = None,
 ) -> Callable:
     """Generate a JAX function from sympy expressions.
 
@@ -891,7 +899,13 @@ def compile_function(
     - `definitions`: intermediate quantities (symbol → expression) evaluated in dependency order
       when an output needs them.
 
-    **Returns:** ``f(*args)`` returning a float64 vector of ``len(outputs)`` entries.
+    - `rows`: return a matrix of `rows` rows instead, filled row by row: a stack of rows, each a
+      stack of its values, which XLA computes in one kernel even under forward-mode AD, where the
+      tangent of one long stack is split into a kernel per block (a model's Jacobian: 0.44 against
+      1.1 µs for Boehm's with its derivatives along six directions).
+
+    **Returns:** ``f(*args)`` returning a float64 vector of ``len(outputs)`` entries (a matrix
+    with `rows` rows).
     """
     definitions, outputs = _with_reciprocals(dict(definitions or {}), list(outputs))
     printer_cls = _printer_class()
@@ -926,20 +940,65 @@ def compile_function(
     _COUNTER[0] += 1
     fname = f"_{name}_{_COUNTER[0]}"
     body = "\n".join(lines) if lines else "    pass"
+    stack = "_stack(" if rows is None else f"_rows({rows}, "
     src = (
         f"def {fname}({', '.join(arg_names)}):\n{body}\n"
-        f"    return _stack([{outs}]) if {len(outputs)} else jax.numpy.zeros(0)\n"
+        f"    return {stack}[{outs}]) if {len(outputs)} else jax.numpy.zeros(0)\n"
     )
     namespace: dict[str, Any] = {
         "jax": jax,
         "functools": functools,
         "_f": lambda v: jnp.asarray(v, dtype=jnp.float64),
         "_stack": stack_scalars,
+        "_rows": _stack_rows,
     }
     exec(compile(src, f"<fimkit generated {fname}>", "exec"), namespace)
     fn = namespace[fname]
     fn.__fimkit_source__ = src
     return fn
+
+
+def jacobian_definitions(
+    outputs: Sequence[Any], definitions: Mapping[sp.Symbol, Any], wrt: Sequence[sp.Symbol]
+) -> tuple[dict[sp.Symbol, Any], list[list[Any]]]:
+    """The partial derivatives of `outputs` with respect to the symbols `wrt`, by the chain rule
+    through `definitions`.
+
+    Each nonzero partial derivative of a definition becomes a definition of its own, shared by
+    everything that uses it, as the definition itself is: the result stays as compact as the model
+    and as sparse as its Jacobian (an entry with no dependence is the constant 0, which costs
+    nothing in the generated code, where forward-mode AD along unit vectors multiplies by zeros).
+
+    Returns ``(definitions, rows)``: the definitions extended with the partials, and
+    ``rows[i][j] = ∂outputs[i]/∂wrt[j]`` in terms of them, for `compile_function`.
+    """
+    index = {w: j for j, w in enumerate(wrt)}
+    partials: dict[sp.Symbol, dict[int, sp.Symbol]] = {}
+    extended = dict(definitions)
+
+    def gradient(expr: Any) -> dict[int, Any]:
+        expr = sp.sympify(expr)
+        grad: dict[int, Any] = {}
+        for sym in expr.free_symbols:
+            if sym in index:
+                grad[index[sym]] = grad.get(index[sym], 0) + sp.diff(expr, sym)
+            elif sym in partials:
+                outer = sp.diff(expr, sym)
+                if outer != 0:
+                    for j, inner in partials[sym].items():
+                        grad[j] = grad.get(j, 0) + outer * inner
+        return {j: e for j, e in grad.items() if e != 0}
+
+    for sym in _ordered(definitions, list(outputs)):
+        for j, expr in gradient(definitions[sym]).items():
+            partial = sp.Dummy(f"d_{sym.name}_{j}", real=True)
+            extended[partial] = expr
+            partials.setdefault(sym, {})[j] = partial
+    rows = []
+    for expr in outputs:
+        grad = gradient(expr)
+        rows.append([grad.get(j, sp.Integer(0)) for j in range(len(wrt))])
+    return extended, rows
 
 
 def initial_definitions(system: SBMLSystem) -> tuple[dict[sp.Symbol, Any], list[sp.Expr]]:
@@ -1167,6 +1226,7 @@ __all__ = [
     "SBMLSystem",
     "compile_function",
     "initial_definitions",
+    "jacobian_definitions",
     "load_sbml",
     "read_sbml",
     "switch_times",
