@@ -581,14 +581,33 @@ def test_states_and_sensitivities_in_one_loop_equal_forward_mode_ad(tmp_path):
     x = np.asarray(one_loop.nominal())
     dynamic = one_loop._dynamic_parameters()
     assert dynamic.size == 5  # k1, k2, Km, A0, k3_c2: the scale and σ enter the observables
-    assert jax.eval_shape(lambda x: one_loop._predict_fn()[4](x, dynamic), x) is not None
-    assert by_ad._predict_fn()[4](x, dynamic) is None
+    assert one_loop._one_loop() and not by_ad._one_loop()
+    assert jax.eval_shape(lambda x: one_loop._predict_fn(True)[4](x, dynamic), x) is not None
     assert one_loop.loglike() == pytest.approx(by_ad.loglike(), rel=1e-12)
     F, G = one_loop.fisher_information().matrix, by_ad.fisher_information().matrix
     scale = np.sqrt(np.outer(np.diag(G), np.diag(G)))
     np.testing.assert_allclose(F / scale, G / scale, rtol=0, atol=1e-10)
     g, h = one_loop.gradient(), by_ad.gradient()
     np.testing.assert_allclose(g, h, rtol=1e-9, atol=1e-9 * np.abs(h).max())
+    assert "first-ad" not in one_loop._programs
+
+
+def test_a_failed_one_loop_solve_is_repeated_by_forward_mode_ad(tmp_path, monkeypatch):
+    """The one-loop sensitivities reject steps whose inverse (elimination without pivoting) is
+    not accurate; a solve that fails is repeated by `jax.jacfwd` through the solver. With no
+    residual accepted every step is rejected, and the FIM is still the right one."""
+    from fimkit.models import _rosenbrock
+
+    path = write_smooth_problem(tmp_path / "smooth")
+    opts = dict(solver="rodas5p", rtol=1e-10, atol=1e-12)
+    by_ad = load_petab(path, unroll=False, **opts)
+    monkeypatch.setattr(_rosenbrock, "INVERSE_RESIDUAL", -1.0)
+    failing = load_petab(path, **opts)
+    assert failing._one_loop()
+    F, G = failing.fisher_information().matrix, by_ad.fisher_information().matrix
+    assert "first-ad" in failing._programs
+    scale = np.sqrt(np.outer(np.diag(G), np.diag(G)))
+    np.testing.assert_allclose(F / scale, G / scale, rtol=0, atol=1e-10)
 
 
 def test_rosenbrock_failure_names_condition_and_time(problem_path):

@@ -358,10 +358,10 @@ def test_gauss_jordan_inverse_and_its_residual():
     assert float(inv(jnp.array([[1e-14, 1.0], [1.0, 1.0]]))[1]) > R.INVERSE_RESIDUAL
 
 
-def test_sensitivities_fall_back_to_lapack_when_elimination_fails():
-    """A step whose eliminated inverse is not accurate is rejected; a solve that fails that way is
-    repeated with LAPACK's pivoted inverse. With no residual accepted (-1), every step fails, and
-    the result is still the one of forward-mode AD through `rosenbrock_solve`."""
+def test_sensitivities_reject_steps_whose_eliminated_inverse_is_inaccurate():
+    """A step whose inverse (elimination without pivoting) has a residual above the bound is
+    rejected: with no residual accepted the solve fails (the caller repeats it); with LAPACK's
+    inverse (None) the result is the one of forward-mode AD through `rosenbrock_solve`."""
 
     def field(t, y, k):
         return jnp.stack(_robertson(t, y, {"k1": k[0], "k2": k[1], "k3": k[2]}))
@@ -370,20 +370,25 @@ def test_sensitivities_fall_back_to_lapack_when_elimination_fails():
     k = jnp.array(list(ROB_THETA.values()))
     y0 = jnp.array([1.0, 0.0, 0.0])
     opts = dict(rtol=1e-8, atol=1e-12, max_steps=5_000)
-    ys, Ss, _, status = jax.jit(
-        lambda: R.rosenbrock_sensitivities(
-            field,
-            0.0,
-            ts[-1],
-            y0,
-            jnp.zeros((3, 3)),
-            ts,
-            k,
-            jnp.diag(k),
-            inverse_residual=-1.0,
-            **opts,
-        )
-    )()
+
+    def run(residual):
+        return jax.jit(
+            lambda: R.rosenbrock_sensitivities(
+                field,
+                0.0,
+                ts[-1],
+                y0,
+                jnp.zeros((3, 3)),
+                ts,
+                k,
+                jnp.diag(k),
+                inverse_residual=residual,
+                **opts,
+            )
+        )()
+
+    assert int(run(-1.0)[3]) != STATUS_OK
+    ys, Ss, _, status = run(None)
     assert int(status) == STATUS_OK
     S_ad = jax.jit(
         jax.jacfwd(lambda x: R.rosenbrock_solve(field, 0.0, ts[-1], y0, ts, jnp.exp(x), **opts)[0])

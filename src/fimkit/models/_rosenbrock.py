@@ -55,7 +55,6 @@ import numpy as np
 from jax.scipy.linalg import lu_factor, lu_solve
 
 from ._rk import adaptive_loop
-from .base import STATUS_OK
 
 
 @dataclass(frozen=True)
@@ -513,7 +512,7 @@ def rosenbrock_sensitivities(
     atol: float,
     max_steps: int,
     method: str = "rodas5p",
-    inverse_residual: float = INVERSE_RESIDUAL,
+    inverse_residual: float | None = INVERSE_RESIDUAL,
     jacobian: Callable[[Any, Any, Any], Any] | None = None,
 ):
     """`rosenbrock_solve` with the forward sensitivities of the solution computed alongside.
@@ -529,9 +528,9 @@ def rosenbrock_sensitivities(
     The matrices ``I/(hγ) − J`` are inverted by Gauss–Jordan elimination without pivoting
     (`gauss_jordan_inverse`); a step whose inverse has a residual above `inverse_residual` is
     rejected, so the step size shrinks until the elimination is accurate (the matrix becomes
-    diagonally dominant). Should the solve fail that way or any other, it is repeated with
-    LAPACK's pivoted inverse, whose status is then the one returned: the result never depends on
-    the elimination succeeding, only the time does.
+    diagonally dominant). That can cost steps, or fail a solve that pivoting would have
+    completed: a caller repeats a failed solve with ``inverse_residual=None`` (LAPACK's pivoted
+    inverse, no check), or with `jax.jacfwd` through `rosenbrock_solve`, as PEtab problems do.
 
     Returns ``(ys, Ss, y1, status)``: the states at `ts` (len(ts), n), their sensitivities
     (len(ts), P, n), the state at `t1` and a status code of `fimkit.models.base`.
@@ -548,44 +547,39 @@ def rosenbrock_sensitivities(
     def interpolate(theta, Y, Y1, h, K):
         return dense_eval(theta, Y, Y1, K)
 
-    def solve(residual):
-        def step(t, Y, F, h):
-            Y1, err, K = sensitivity_step(
-                tab,
-                field,
-                lambda tt, Z: aug(tt, Z, args),
-                t,
-                Y,
-                h,
-                args,
-                dargs,
-                inverse_residual=residual,
-                jacobian=jacobian,
-            )
-            return Y1, err, K, F
-
-        out, Y, _, status, _ = adaptive_loop(
-            step,
-            interpolate,
-            aug,
-            t0,
-            t1,
-            Y0,
-            ts,
+    def step(t, Y, F, h):
+        Y1, err, K = sensitivity_step(
+            tab,
+            field,
+            lambda tt, Z: aug(tt, Z, args),
+            t,
+            Y,
+            h,
             args,
-            rtol=rtol,
-            atol=atol,
-            max_steps=max_steps,
-            error_order=tab.order,
-            factor_max=FACTOR_MAX,
-            check_state=True,
-            unreached=jnp.nan,
-            primal=lambda Z: Z[0],
+            dargs,
+            inverse_residual=inverse_residual,
+            jacobian=jacobian,
         )
-        return out, Y, status
+        return Y1, err, K, F
 
-    first = solve(inverse_residual)
-    out, Y, status = jax.lax.cond(first[2] == STATUS_OK, lambda: first, lambda: solve(None))
+    out, Y, _, status, _ = adaptive_loop(
+        step,
+        interpolate,
+        aug,
+        t0,
+        t1,
+        Y0,
+        ts,
+        args,
+        rtol=rtol,
+        atol=atol,
+        max_steps=max_steps,
+        error_order=tab.order,
+        factor_max=FACTOR_MAX,
+        check_state=True,
+        unreached=jnp.nan,
+        primal=lambda Z: Z[0],
+    )
     return out[:, 0], out[:, 1:], Y[0], status
 
 

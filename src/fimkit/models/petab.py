@@ -50,6 +50,7 @@ import sympy as sp
 
 from ..errors import FimkitError, FimkitWarning, SolverError, describe
 from ..information.fim import FisherInformation
+from . import _rosenbrock
 from ._petab_io import (
     read_condition_table,
     read_measurement_table,
@@ -1050,7 +1051,28 @@ class PetabProblem:
             return len(self.system.states) <= UNROLL_MAX_STATES
         return bool(unroll)
 
-    def _predict_fn(self):
+    def _one_loop(self) -> bool:
+        """Whether the expected information computes the states and their sensitivities in one
+        Rosenbrock loop (`rosenbrock_sensitivities`) instead of `jax.jacfwd` through the solver:
+        Rosenbrock with unrolled stages, no switching times, events or steady-state measurements,
+        experiments one after the other (in lockstep its fallback would always run), and
+        parameters that reach the dynamics."""
+        o = self.solver_options
+        batching = o["batch"]
+        if batching == "auto":
+            batching = "map" if len(self.experiments) <= MAP_EXPERIMENTS else "vmap"
+        return (
+            isinstance(o["solver"], str)
+            and o["solver"] in ROSENBROCK_METHODS
+            and self._unroll()
+            and not self._n_switch
+            and not len(self._events)
+            and not bool(self._steady_meas.any())
+            and (batching != "vmap" or len(self.experiments) == 1)
+            and self._dynamic_parameters().size > 0
+        )
+
+    def _predict_fn(self, one_loop: bool = False):
         """x → (h, σ, status per experiment, first failing time index per experiment), and its
         two halves: x → simulated states (and statuses), and (x, states) → (h, σ); and the
         pre-equilibration, x → (steady states, statuses), or None without one."""
@@ -1111,7 +1133,7 @@ class PetabProblem:
                         fld, a, b, y, ts, args, method=method, unroll=unroll, **ros
                     )
 
-                if unroll and not n_switch + n_events:
+                if one_loop:
                     f_jac = self._rhs_jacobian()
 
                     def jacobian(t, y, args):
@@ -1135,6 +1157,7 @@ class PetabProblem:
                             (dpm.T, jnp.zeros(dpm.shape[1], dtype=dpm.dtype)),
                             method=method,
                             jacobian=jacobian,
+                            inverse_residual=_rosenbrock.INVERSE_RESIDUAL,
                             **ros,
                         )
                         return ys, jnp.swapaxes(Ss, 1, 2), status
@@ -1408,10 +1431,9 @@ class PetabProblem:
 
         def sensitivities_all(x, dynamic, pre=None):
             """`simulate_all` with the Jacobian of the states over x[dynamic] (the last axis), or
-            None where the states and their sensitivities are not computed in one loop (switches,
-            events, steady-state measurements, other solvers, experiments solved in lockstep:
-            there its fallback solve would always run)."""
-            if simulate_sens is None or has_post or (batching == "vmap" and len(P_sim) > 1):
+            None where the states and their sensitivities are not computed in one loop (see
+            `_one_loop`)."""
+            if simulate_sens is None:
                 return None
             x = jnp.asarray(x)
 
@@ -1495,13 +1517,20 @@ class PetabProblem:
         return location, logpdf, weights
 
     def _program(self, kind: str):
-        """The compiled program of `kind` ("value", "first" or "second"): (x, y) → outputs."""
+        """The compiled program of `kind` ("value", "first" or "second"): (x, y) → outputs.
+
+        "first" computes the sensitivities in one Rosenbrock loop where `_one_loop` says so;
+        "first-ad" is the same program with `jax.jacfwd` through the solver (see `_first`)."""
         if kind in self._programs:
             return self._programs[kind]
         from .._jax import TwoPrograms, jit
         from ..prediction import _cacheable
 
-        predict, simulate_all, observe_all, preequilibrate, sensitivities_all = self._predict_fn()
+        one_loop = kind == "first" and self._one_loop()
+        kind = "first" if kind == "first-ad" else kind
+        predict, simulate_all, observe_all, preequilibrate, sensitivities_all = self._predict_fn(
+            one_loop
+        )
         location, logpdf, weights = self._loglike_terms()
         dynamic = self._dynamic_parameters()
         # With pre-equilibration, the steady states (and, for "first", their sensitivities) come
@@ -1633,7 +1662,7 @@ class PetabProblem:
             program = TwoPrograms(jit(stage_one), jit(stage_two), middle, _cacheable)
         else:
             program = _cacheable(jit(run))
-        self._programs[kind] = program
+        self._programs["first-ad" if kind == "first" and not one_loop else kind] = program
         return program
 
     def _check_status(self, x: np.ndarray, status, pre_status, bad) -> None:
@@ -1695,7 +1724,16 @@ class PetabProblem:
 
     def _first(self, x: Any, measurements: Any = None):
         arr = self._x(x)
-        out = self._program("first")(arr, self._data(measurements))
+        y = self._data(measurements)
+        out = self._program("first")(arr, y)
+        status, pre_status, bad = (np.asarray(a) for a in out[-3:])
+        failed = bool(status.any() or pre_status.any() or (bad >= 0).any())
+        if failed and self._one_loop():
+            # The one-loop sensitivities invert by elimination without pivoting and reject
+            # steps where that is inaccurate; a solve that failed is repeated by jax.jacfwd
+            # through the solver with LAPACK's inverse (compiled when first needed), whose
+            # statuses are the ones reported.
+            out = self._program("first-ad")(arr, y)
         self._check_status(arr, *out[-3:])
         return arr, out
 
