@@ -590,6 +590,10 @@ def test_states_and_sensitivities_in_one_loop_equal_forward_mode_ad(tmp_path):
     g, h = one_loop.gradient(), by_ad.gradient()
     np.testing.assert_allclose(g, h, rtol=1e-9, atol=1e-9 * np.abs(h).max())
     assert "first-ad" not in one_loop._programs
+    # Each program is built once and reused: by both paths, for every later call.
+    for p in (one_loop, by_ad):
+        assert p._program("first") is p._program("first")
+    assert by_ad._program("first-ad") is by_ad._program("first")
 
 
 def test_a_failed_one_loop_solve_is_repeated_by_forward_mode_ad(tmp_path, monkeypatch):

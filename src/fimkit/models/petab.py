@@ -1526,6 +1526,7 @@ class PetabProblem:
         from .._jax import TwoPrograms, jit
         from ..prediction import _cacheable
 
+        requested = kind
         one_loop = kind == "first" and self._one_loop()
         kind = "first" if kind == "first-ad" else kind
         predict, simulate_all, observe_all, preequilibrate, sensitivities_all = self._predict_fn(
@@ -1662,7 +1663,9 @@ class PetabProblem:
             program = TwoPrograms(jit(stage_one), jit(stage_two), middle, _cacheable)
         else:
             program = _cacheable(jit(run))
-        self._programs["first-ad" if kind == "first" and not one_loop else kind] = program
+        self._programs[requested] = program
+        if requested == "first" and not one_loop:
+            self._programs["first-ad"] = program  # the same program
         return program
 
     def _check_status(self, x: np.ndarray, status, pre_status, bad) -> None:
