@@ -596,6 +596,26 @@ def test_states_and_sensitivities_in_one_loop_equal_forward_mode_ad(tmp_path):
     assert by_ad._program("first-ad") is by_ad._program("first")
 
 
+def test_one_loop_without_a_symbolic_jacobian_uses_forward_mode_ad(tmp_path, monkeypatch):
+    """Where the model's symbolic Jacobian cannot be generated, the one loop differentiates the
+    right-hand side by forward-mode AD instead: the same FIM."""
+    import fimkit.models.petab as petab_module
+
+    def refuse(*args, **kwargs):
+        raise NotImplementedError("no symbolic derivative")
+
+    path = write_smooth_problem(tmp_path / "smooth")
+    opts = dict(solver="rodas5p", rtol=1e-10, atol=1e-12)
+    symbolic = load_petab(path, **opts)
+    assert symbolic._rhs_jacobian() is not None  # generated (once) before the patch
+    monkeypatch.setattr(petab_module, "jacobian_definitions", refuse)
+    by_ad = load_petab(path, **opts)
+    assert by_ad._rhs_jacobian() is None
+    F, G = by_ad.fisher_information().matrix, symbolic.fisher_information().matrix
+    scale = np.sqrt(np.outer(np.diag(G), np.diag(G)))
+    np.testing.assert_allclose(F / scale, G / scale, rtol=0, atol=1e-10)
+
+
 def test_a_failed_one_loop_solve_is_repeated_by_forward_mode_ad(tmp_path, monkeypatch):
     """The one-loop sensitivities reject steps whose inverse (elimination without pivoting) is
     not accurate; a solve that fails is repeated by `jax.jacfwd` through the solver. With no

@@ -980,30 +980,40 @@ class PetabProblem:
     def _rhs_jacobian(self):
         """``(t, y, pm, mid) → (f, ∂f/∂t, ∂f/∂y)`` from the model's expressions (generated once,
         when a program first needs it): sparse where the Jacobian is, unlike forward-mode AD along
-        unit vectors, whose derivatives the Rosenbrock sensitivity loop takes again."""
+        unit vectors, whose derivatives the Rosenbrock sensitivity loop takes again. None where
+        sympy's derivatives are not plain expressions (the loop then uses forward-mode AD)."""
         if self._f_jac is None:
             rhs, defs, y_syms, mp_syms = self._rhs_symbolic
-            defs, rows = jacobian_definitions(rhs, defs, [TIME, *y_syms])
-            flat = [*rhs, *(r[0] for r in rows), *(e for r in rows for e in r[1:])]
-            f = compile_function(
-                [
-                    ("scalar", [TIME]),
-                    ("vector", y_syms),
-                    ("vector", mp_syms),
-                    ("scalar", [TIME_SWITCH]),
-                ],
-                flat,
-                defs,
-                name="rhs_jacobian",
-                rows=len(y_syms) + 2,
-            )
+            self._f_jac = False
+            try:
+                defs, rows = jacobian_definitions(rhs, defs, [TIME, *y_syms])
+                flat = [*rhs, *(r[0] for r in rows), *(e for r in rows for e in r[1:])]
+                unsupported = (sp.Derivative, sp.Subs, sp.DiracDelta)
+                if any(sp.sympify(e).has(*unsupported) for e in [*flat, *defs.values()]):
+                    return None
+                f = compile_function(
+                    [
+                        ("scalar", [TIME]),
+                        ("vector", y_syms),
+                        ("vector", mp_syms),
+                        ("scalar", [TIME_SWITCH]),
+                    ],
+                    flat,
+                    defs,
+                    name="rhs_jacobian",
+                    rows=len(y_syms) + 2,
+                )
+                n, m = len(y_syms), len(mp_syms)
+                jax.eval_shape(f, 0.0, jnp.zeros(n), jnp.ones(m), 0.0)  # traces: no surprises
+            except Exception:  # a construct sympy differentiates oddly
+                return None  # forward-mode AD of the right-hand side instead
 
             def jacobian(t, y, pm, mid):
                 out = f(t, y, pm, mid)
                 return out[0], out[1], out[2:]
 
             self._f_jac = jacobian
-        return self._f_jac
+        return self._f_jac or None
 
     def _solver(self):
         """The diffrax solver of the options, or None for fimkit's own Rosenbrock loop."""
@@ -1135,9 +1145,11 @@ class PetabProblem:
 
                 if one_loop:
                     f_jac = self._rhs_jacobian()
-
-                    def jacobian(t, y, args):
-                        return f_jac(t, y, args[0], args[1])
+                    jacobian = (
+                        None
+                        if f_jac is None
+                        else (lambda t, y, args: f_jac(t, y, args[0], args[1]))
+                    )
 
                     # The states and their sensitivities in one loop (`rosenbrock_sensitivities`):
                     # the same numbers as `jax.jacfwd` through `loop_solve`, with fewer and
