@@ -456,12 +456,19 @@ def test_own_tsit5_loop_matches_diffrax_dopri5(problem_path, problem):
 
 
 def test_rosenbrock_stage_loop_matches_unrolled_stages(problem_path, rodas_problem):
-    """unroll=False (one traced stage in a loop) computes the same numbers as unrolled stages."""
+    """unroll=False (one traced stage in a loop, its sensitivities by `jax.jacfwd` through the
+    solver) computes the same numbers as unrolled stages, whose sensitivities come from the one
+    loop (`rosenbrock_sensitivities`) on each interval between the switching and event times:
+    pre-equilibration, the switch, the event and its time (an estimated parameter) included."""
     looped = load_petab(problem_path, solver="rodas5p", rtol=1e-10, atol=1e-12, unroll=False)
     assert looped._unroll() is False and rodas_problem._unroll() is True
+    assert rodas_problem._one_loop() and not looped._one_loop()
     assert looped.loglike() == pytest.approx(rodas_problem.loglike(), rel=1e-12)
     g, h = looped.gradient(), rodas_problem.gradient()
     np.testing.assert_allclose(g, h, rtol=1e-9, atol=1e-9 * np.abs(h).max())
+    F, G = rodas_problem.fisher_information().matrix, looped.fisher_information().matrix
+    scale = np.sqrt(np.outer(np.diag(G), np.diag(G)))
+    np.testing.assert_allclose(F / scale, G / scale, rtol=0, atol=1e-9)
 
 
 def write_smooth_problem(root: Path) -> Path:

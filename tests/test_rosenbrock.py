@@ -256,19 +256,23 @@ def test_sensitivities_in_one_loop_equal_forward_mode_ad_of_the_solve(method):
     damp = jnp.asarray(rng.normal(size=4))
     opts = dict(rtol=1e-9, atol=1e-13, max_steps=20_000, method=method)
 
+    # Sampling times that move with the directions too (not the first or the last).
+    dts = jnp.asarray(rng.normal(size=(4, ts.shape[0]))).at[:, 0].set(0.0).at[:, -1].set(0.0)
+
     def solve(z):
         args = (k0 + z @ dk, 0.5 + z @ damp)
-        return R.rosenbrock_solve(field, 0.0, ts[-1], y00 + z @ dy0, ts, args, **opts)[0]
+        return R.rosenbrock_solve(field, 0.0, ts[-1], y00 + z @ dy0, ts + z @ dts, args, **opts)[0]
 
     S_ad = jax.jit(jax.jacfwd(solve))(jnp.zeros(4))  # (nt, n, P)
-    ys, Ss, y1, status = jax.jit(
+    ys, Ss, y1, S1, status = jax.jit(
         lambda: R.rosenbrock_sensitivities(
-            field, 0.0, ts[-1], y00, dy0, ts, (k0, 0.5), (dk, damp), **opts
+            field, 0.0, ts[-1], y00, dy0, ts, (k0, 0.5), (dk, damp), dts=dts, **opts
         )
     )()
     assert int(status) == STATUS_OK
     np.testing.assert_allclose(ys, solve(jnp.zeros(4)), rtol=1e-13, atol=1e-18)
     np.testing.assert_allclose(ys[-1], y1, rtol=0, atol=0)
+    np.testing.assert_allclose(Ss[-1], S1, rtol=0, atol=0)
     scale = np.abs(np.asarray(S_ad)).max(axis=(0, 1))  # per direction
     np.testing.assert_allclose(
         np.moveaxis(np.asarray(Ss), 1, 2) / scale, S_ad / scale, rtol=0, atol=1e-11
@@ -285,7 +289,7 @@ def test_sensitivities_in_one_loop_match_central_differences():
     x = jnp.log(jnp.array(list(ROB_THETA.values())))
     opts = dict(rtol=1e-11, atol=1e-15, max_steps=20_000)
     k = jnp.exp(x)
-    ys, Ss, _, status = jax.jit(
+    ys, Ss, _, _, status = jax.jit(
         lambda: R.rosenbrock_sensitivities(
             field,
             0.0,
@@ -313,7 +317,7 @@ def test_sensitivities_in_one_loop_match_central_differences():
 
 
 def test_sensitivities_in_one_loop_report_statuses_and_shapes():
-    ys, Ss, _, status = R.rosenbrock_sensitivities(
+    ys, Ss, _, _, status = R.rosenbrock_sensitivities(
         lambda t, y, a: -a * y,
         0.0,
         10.0,
@@ -387,8 +391,8 @@ def test_sensitivities_reject_steps_whose_eliminated_inverse_is_inaccurate():
             )
         )()
 
-    assert int(run(-1.0)[3]) != STATUS_OK
-    ys, Ss, _, status = run(None)
+    assert int(run(-1.0)[4]) != STATUS_OK
+    ys, Ss, _, _, status = run(None)
     assert int(status) == STATUS_OK
     S_ad = jax.jit(
         jax.jacfwd(lambda x: R.rosenbrock_solve(field, 0.0, ts[-1], y0, ts, jnp.exp(x), **opts)[0])

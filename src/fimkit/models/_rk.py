@@ -127,13 +127,15 @@ def adaptive_loop(
     unreached: float = 0.0,
     terminate: Callable[[Any, Any, Any], Any] | None = None,
     primal: Callable[[Any], Any] = _identity,
+    indexed_samples: bool = False,
 ):
     """The adaptive step loop shared by fimkit's integrators (`tsit5_solve`, `_rosenbrock`).
 
     - ``step(t, y, f, h) -> (y1, err, dense, f1)``: one step of size h from (t, y), where `f` is
       the carried first-same-as-last value (f(t, y) to start with; a method without one returns it
       unchanged), `err` the local error estimate and `dense` what `interpolate` needs;
-    - ``interpolate(theta, y, y1, h, dense)``: the state at t + θh of an accepted step.
+    - ``interpolate(theta, y, y1, h, dense)``: the state at t + θh of an accepted step (with
+      `indexed_samples`, ``interpolate(theta, y, y1, h, dense, i)`` for sample ``ts[i]``).
 
     The error norm is RMS(err / (atol + rtol·max(|y|, |y1|))), the controller the integral one
     (exponent −1/`error_order`, factors within [FACTOR_MIN, `factor_max`]), computed on the primal
@@ -185,7 +187,8 @@ def adaptive_loop(
 
         def save_body(s):
             i, o = s
-            value = interpolate((ts[i] - t) / h, y, y1, h, dense)
+            extra = (i,) if indexed_samples else ()
+            value = interpolate((ts[i] - t) / h, y, y1, h, dense, *extra)
             # An unsigned index: no normalisation of negative indices around the update (with
             # it, XLA rewrites the whole output at every sample: a tenth of the cascade's solve).
             start = (i.astype(jnp.uint32),) + (jnp.uint32(0),) * y.ndim

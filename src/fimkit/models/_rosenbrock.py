@@ -514,6 +514,7 @@ def rosenbrock_sensitivities(
     method: str = "rodas5p",
     inverse_residual: float | None = INVERSE_RESIDUAL,
     jacobian: Callable[[Any, Any, Any], Any] | None = None,
+    dts: Any = None,
 ):
     """`rosenbrock_solve` with the forward sensitivities of the solution computed alongside.
 
@@ -521,7 +522,9 @@ def rosenbrock_sensitivities(
     like `args` with a leading axis P). The step sizes are chosen on the state only, as when
     `rosenbrock_solve` is differentiated by `jax.jacfwd`, and the sensitivities are the same
     numbers (see `sensitivity_step`), in about two thirds of the time for the small stiff models
-    of the PEtab benchmark collection. `t0`, `t1` and `ts` carry no derivative here.
+    of the PEtab benchmark collection. `t0` and `t1` carry no derivative here; `dts` (P, len(ts)),
+    when given, are the derivatives of the sampling times, which add the interpolant's slope
+    (as differentiating through `ts` would).
     `jacobian(t, y, args) -> (f, ∂f/∂t, ∂f/∂y)`: the model's own Jacobian, if it has one (see
     `sensitivity_step`); forward-mode AD of `field` otherwise.
 
@@ -532,8 +535,9 @@ def rosenbrock_sensitivities(
     completed: a caller repeats a failed solve with ``inverse_residual=None`` (LAPACK's pivoted
     inverse, no check), or with `jax.jacfwd` through `rosenbrock_solve`, as PEtab problems do.
 
-    Returns ``(ys, Ss, y1, status)``: the states at `ts` (len(ts), n), their sensitivities
-    (len(ts), P, n), the state at `t1` and a status code of `fimkit.models.base`.
+    Returns ``(ys, Ss, y1, S1, status)``: the states at `ts` (len(ts), n), their sensitivities
+    (len(ts), P, n), the state at `t1` and its sensitivities, and a status code of
+    `fimkit.models.base`.
     """
     tab = TABLEAUS[method]
     if jnp.ndim(y0) != 1 or jnp.ndim(S0) != 2 or jnp.shape(S0)[1] != jnp.shape(y0)[0]:
@@ -544,8 +548,13 @@ def rosenbrock_sensitivities(
     aug = sensitivity_field(field, dargs)
     Y0 = jnp.concatenate([jnp.asarray(y0)[None], jnp.asarray(S0, dtype=jnp.result_type(y0, float))])
 
-    def interpolate(theta, Y, Y1, h, K):
-        return dense_eval(theta, Y, Y1, K)
+    def interpolate(theta, Y, Y1, h, K, i=None):
+        if dts is None:
+            return dense_eval(theta, Y, Y1, K)
+        value, slope = jax.jvp(
+            lambda th: dense_eval(th, Y, Y1, K), (theta,), (jnp.ones_like(theta),)
+        )
+        return value.at[1:].add(slope[0][None, :] * (dts[:, i] / h)[:, None])
 
     def step(t, Y, F, h):
         Y1, err, K = sensitivity_step(
@@ -579,8 +588,15 @@ def rosenbrock_sensitivities(
         check_state=True,
         unreached=jnp.nan,
         primal=lambda Z: Z[0],
+        indexed_samples=dts is not None,
     )
-    return out[:, 0], out[:, 1:], Y[0], status
+    if dts is not None:
+        # Samples at t0 are y0 + (ts − t0) f(t0, y0) (see `adaptive_loop`): their time moves
+        # them along f.
+        at_start = (ts <= t0)[:, None, None]
+        f0 = aug(t0, Y0, args)[0]
+        out = out.at[:, 1:].add(jnp.where(at_start, dts.T[:, :, None] * f0[None, None, :], 0.0))
+    return out[:, 0], out[:, 1:], Y[0], Y[1:], status
 
 
 def _integrate(

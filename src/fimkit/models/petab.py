@@ -102,6 +102,9 @@ CONSERVATION_RTOL = 1e-11
 # Rosenbrock stages are traced one by one (faster to run) up to this many states, in a loop (the
 # model's right-hand side and its derivatives compiled once per step, not once per stage) beyond.
 UNROLL_MAX_STATES = 10
+# The largest (P + 1) · n (states and their sensitivities along P parameters) computed in one
+# Rosenbrock loop (see `PetabProblem._one_loop`).
+ONE_LOOP_MAX_SIZE = 64
 # Pre-equilibration in a compiled program of its own (see `PetabProblem._program`).
 SPLIT_PREEQUILIBRATION = True
 SOLVERS = ("kvaerno5", "kvaerno3", "rodas5p", "rodas4", "tsit5", "dopri5", "dopri8")
@@ -1064,9 +1067,12 @@ class PetabProblem:
     def _one_loop(self) -> bool:
         """Whether the expected information computes the states and their sensitivities in one
         Rosenbrock loop (`rosenbrock_sensitivities`) instead of `jax.jacfwd` through the solver:
-        Rosenbrock with unrolled stages, no switching times, events or steady-state measurements,
-        experiments one after the other (in lockstep its fallback would always run), and
-        parameters that reach the dynamics."""
+        Rosenbrock with unrolled stages, no steady-state measurements, experiments one after the
+        other (in lockstep its fallback would always run), and parameters that reach the
+        dynamics, few enough that the states and their sensitivities are at most
+        `ONE_LOOP_MAX_SIZE` numbers: the loop's block solve and its matrices M_k grow with P·n²
+        and P·n³, where `jax.jacfwd` uses matrix products (Boehm, 7 × 8: 1.25 against 1.92 ms per
+        FIM; Fujita, 17 × 9: 26 against 17 ms)."""
         o = self.solver_options
         batching = o["batch"]
         if batching == "auto":
@@ -1075,11 +1081,10 @@ class PetabProblem:
             isinstance(o["solver"], str)
             and o["solver"] in ROSENBROCK_METHODS
             and self._unroll()
-            and not self._n_switch
-            and not len(self._events)
             and not bool(self._steady_meas.any())
             and (batching != "vmap" or len(self.experiments) == 1)
-            and self._dynamic_parameters().size > 0
+            and 0 < self._dynamic_parameters().size
+            and (self._dynamic_parameters().size + 1) * len(self.system.states) <= ONE_LOOP_MAX_SIZE
         )
 
     def _predict_fn(self, one_loop: bool = False):
@@ -1155,24 +1160,103 @@ class PetabProblem:
                     # the same numbers as `jax.jacfwd` through `loop_solve`, with fewer and
                     # cheaper kernels per step (Boehm's FIM 1.9 -> 1.4 ms).
 
+                    def jacobian_unit(s, y, args):
+                        # The Jacobian of `field_unit`: time scaled by the interval's length.
+                        pm, a, length, mid = args
+                        f, ft, J = f_jac(a + s * length, y, pm, mid)
+                        return length * f, length**2 * ft, length * J
+
+                    sens = dict(
+                        method=method,
+                        inverse_residual=_rosenbrock.INVERSE_RESIDUAL,
+                        **ros,
+                    )
+
                     def simulate_sens(pm, dpm, y0, dy0, ts):
                         """One experiment: states and their Jacobians (nt, n, P) over the
-                        directions of dpm (npm, P) and dy0 (n, P)."""
-                        ys, Ss, _, status = rosenbrock_sensitivities(
-                            field,
-                            0.0,
-                            ts[-1],
-                            y0,
-                            dy0.T,
-                            jnp.clip(ts, 0.0, ts[-1]),
-                            (pm, 0.5 * ts[-1]),
-                            (dpm.T, jnp.zeros(dpm.shape[1], dtype=dpm.dtype)),
-                            method=method,
-                            jacobian=jacobian,
-                            inverse_residual=_rosenbrock.INVERSE_RESIDUAL,
-                            **ros,
+                        directions of dpm (npm, P) and dy0 (n, P); `simulate` with the tangents
+                        that `jax.jacfwd` would propagate."""
+                        if not n_switch + n_events:
+                            ys, Ss, _, _, status = rosenbrock_sensitivities(
+                                field,
+                                0.0,
+                                ts[-1],
+                                y0,
+                                dy0.T,
+                                jnp.clip(ts, 0.0, ts[-1]),
+                                (pm, 0.5 * ts[-1]),
+                                (dpm.T, jnp.zeros(dpm.shape[1], dtype=dpm.dtype)),
+                                jacobian=jacobian,
+                                **sens,
+                            )
+                            return ys, jnp.swapaxes(Ss, 1, 2), status
+                        t0 = jnp.asarray(0.0)
+                        t_end = ts[-1]
+
+                        def intervals(pm):
+                            raw = f_thr(pm)
+                            edges = jnp.sort(jnp.clip(raw, t0, t_end))
+                            starts = jnp.concatenate([t0[None], edges])
+                            return starts, jnp.concatenate([edges, t_end[None]]), raw
+
+                        (starts, stops, raw), (dstarts, dstops, _) = jax.vmap(
+                            lambda d: jax.jvp(intervals, (pm,), (d,)), out_axes=((None,) * 3, 0)
+                        )(dpm.T)
+                        last = jnp.arange(starts.shape[0]) == starts.shape[0] - 1
+                        event_t = raw[n_switch:]
+
+                        def unit(a, b):
+                            length = b - a
+                            nonempty = length > 0
+                            tc = jnp.clip(ts, a, b)
+                            s_ts = jnp.where(
+                                nonempty, (tc - a) / jnp.where(nonempty, length, 1.0), 0.0
+                            )
+                            return s_ts, length, 0.5 * (a + b)
+
+                        def segment(carry, inp):
+                            y, S, status, fired = carry
+                            a, b, da, db, is_last = inp
+                            (s_ts, length, mid), (ds_ts, dlength, dmid) = jax.vmap(
+                                lambda u, v: jax.jvp(unit, (a, b), (u, v)),
+                                out_axes=((None,) * 3, 0),
+                            )(da, db)
+                            saved, saved_S, y, S, seg_status = rosenbrock_sensitivities(
+                                field_unit,
+                                0.0,
+                                jnp.where(length > 0, 1.0, 0.0),
+                                y,
+                                S,
+                                s_ts,
+                                (pm, a, length, mid),
+                                (dpm.T, da, dlength, dmid),
+                                dts=ds_ts,
+                                jacobian=None if jacobian is None else jacobian_unit,
+                                **sens,
+                            )
+                            status = jnp.where(status == 0, seg_status, status)
+                            for j in range(n_events):
+                                tj = event_t[j]
+                                in_range = ((tj > t0) | fires_at_t0[j]) & (tj <= t_end)
+                                fire = (jnp.maximum(tj, t0) == b) & in_range & ~fired[j] & ~is_last
+                                new, dnew = jax.vmap(
+                                    lambda dbk, sk, dpk, j=j, y=y: jax.jvp(
+                                        f_events[j], (b, y, pm), (dbk, sk, dpk)
+                                    ),
+                                    out_axes=(None, 0),
+                                )(db, S, dpm.T)
+                                y = jnp.where(fire, new, y)
+                                S = jnp.where(fire, dnew, S)
+                                fired = fired.at[j].set(fired[j] | fire)
+                            return (y, S, status, fired), (saved, saved_S)
+
+                        init = (y0, dy0.T, jnp.asarray(0), jnp.zeros(n_events, dtype=bool))
+                        (_, _, status, _), (saved, saved_S) = jax.lax.scan(
+                            segment, init, (starts, stops, dstarts.T, dstops.T, last)
                         )
-                        return ys, jnp.swapaxes(Ss, 1, 2), status
+                        seg = jnp.searchsorted(starts[1:], ts, side="right")
+                        idx = jnp.arange(ts.shape[0])
+                        return saved[seg, idx], jnp.swapaxes(saved_S[seg, idx], 1, 2), status
 
             def solve_ss(pm, y0):
                 y, t, status, reached = rosenbrock_steady(
