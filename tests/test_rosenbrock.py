@@ -235,12 +235,14 @@ def test_robertson_sensitivities_match_central_differences():
         np.testing.assert_allclose(S[..., j] / scale, fd / scale, rtol=0, atol=2e-6)
 
 
-@pytest.mark.parametrize("method", METHODS)
-def test_sensitivities_in_one_loop_equal_forward_mode_ad_of_the_solve(method):
+@pytest.mark.parametrize(("method", "P"), [("rodas5p", 4), ("rodas4", 4), ("rodas5p", 24)])
+def test_sensitivities_in_one_loop_equal_forward_mode_ad_of_the_solve(method, P):
     """`rosenbrock_sensitivities` (states and tangents in one loop, the stage equations of both
     solved together) gives the numbers of `jax.jacfwd` through `rosenbrock_solve`: the same step
-    sequence, so they agree to rounding; directions move the initial state and the arguments
-    (a time-dependent forcing makes ∂f/∂t matter), and Robertson's problem is stiff."""
+    sequence, so they agree to rounding; directions move the initial state, the arguments (a
+    time-dependent forcing makes ∂f/∂t matter) and the sampling times, and Robertson's problem is
+    stiff. 24 directions: beyond `SMALL_SENSITIVITIES`, the matrices are matrix products."""
+    assert (P + 1) * 3 > R.SMALL_SENSITIVITIES or P == 4
 
     def field(t, y, args):
         k, amp = args
@@ -251,26 +253,26 @@ def test_sensitivities_in_one_loop_equal_forward_mode_ad_of_the_solve(method):
     k0 = jnp.array(list(ROB_THETA.values()))
     y00 = jnp.array([1.0, 0.0, 0.0])
     rng = np.random.default_rng(3)
-    dk = jnp.asarray(rng.normal(size=(4, 3))) * k0
-    dy0 = jnp.asarray(rng.normal(size=(4, 3))) * jnp.array([1.0, 0.0, 0.1])
-    damp = jnp.asarray(rng.normal(size=4))
+    dk = jnp.asarray(rng.normal(size=(P, 3))) * k0
+    dy0 = jnp.asarray(rng.normal(size=(P, 3))) * jnp.array([1.0, 0.0, 0.1])
+    damp = jnp.asarray(rng.normal(size=P))
     opts = dict(rtol=1e-9, atol=1e-13, max_steps=20_000, method=method)
 
     # Sampling times that move with the directions too (not the first or the last).
-    dts = jnp.asarray(rng.normal(size=(4, ts.shape[0]))).at[:, 0].set(0.0).at[:, -1].set(0.0)
+    dts = jnp.asarray(rng.normal(size=(P, ts.shape[0]))).at[:, 0].set(0.0).at[:, -1].set(0.0)
 
     def solve(z):
         args = (k0 + z @ dk, 0.5 + z @ damp)
         return R.rosenbrock_solve(field, 0.0, ts[-1], y00 + z @ dy0, ts + z @ dts, args, **opts)[0]
 
-    S_ad = jax.jit(jax.jacfwd(solve))(jnp.zeros(4))  # (nt, n, P)
+    S_ad = jax.jit(jax.jacfwd(solve))(jnp.zeros(P))  # (nt, n, P)
     ys, Ss, y1, S1, status = jax.jit(
         lambda: R.rosenbrock_sensitivities(
             field, 0.0, ts[-1], y00, dy0, ts, (k0, 0.5), (dk, damp), dts=dts, **opts
         )
     )()
     assert int(status) == STATUS_OK
-    np.testing.assert_allclose(ys, solve(jnp.zeros(4)), rtol=1e-13, atol=1e-18)
+    np.testing.assert_allclose(ys, solve(jnp.zeros(P)), rtol=1e-13, atol=1e-18)
     np.testing.assert_allclose(ys[-1], y1, rtol=0, atol=0)
     np.testing.assert_allclose(Ss[-1], S1, rtol=0, atol=0)
     scale = np.abs(np.asarray(S_ad)).max(axis=(0, 1))  # per direction

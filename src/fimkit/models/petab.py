@@ -102,9 +102,6 @@ CONSERVATION_RTOL = 1e-11
 # Rosenbrock stages are traced one by one (faster to run) up to this many states, in a loop (the
 # model's right-hand side and its derivatives compiled once per step, not once per stage) beyond.
 UNROLL_MAX_STATES = 10
-# The largest (P + 1) · n (states and their sensitivities along P parameters) computed in one
-# Rosenbrock loop (see `PetabProblem._one_loop`).
-ONE_LOOP_MAX_SIZE = 64
 # Pre-equilibration in a compiled program of its own (see `PetabProblem._program`).
 SPLIT_PREEQUILIBRATION = True
 SOLVERS = ("kvaerno5", "kvaerno3", "rodas5p", "rodas4", "tsit5", "dopri5", "dopri8")
@@ -1069,10 +1066,7 @@ class PetabProblem:
         Rosenbrock loop (`rosenbrock_sensitivities`) instead of `jax.jacfwd` through the solver:
         Rosenbrock with unrolled stages, no steady-state measurements, experiments one after the
         other (in lockstep its fallback would always run), and parameters that reach the
-        dynamics, few enough that the states and their sensitivities are at most
-        `ONE_LOOP_MAX_SIZE` numbers: the loop's block solve and its matrices M_k grow with P·n²
-        and P·n³, where `jax.jacfwd` uses matrix products (Boehm, 7 × 8: 1.25 against 1.92 ms per
-        FIM; Fujita, 17 × 9: 26 against 17 ms)."""
+        dynamics (Boehm: 1.25 against 1.92 ms per FIM; Fujita: 15 against 17 ms)."""
         o = self.solver_options
         batching = o["batch"]
         if batching == "auto":
@@ -1083,8 +1077,7 @@ class PetabProblem:
             and self._unroll()
             and not bool(self._steady_meas.any())
             and (batching != "vmap" or len(self.experiments) == 1)
-            and 0 < self._dynamic_parameters().size
-            and (self._dynamic_parameters().size + 1) * len(self.system.states) <= ONE_LOOP_MAX_SIZE
+            and self._dynamic_parameters().size > 0
         )
 
     def _predict_fn(self, one_loop: bool = False):
