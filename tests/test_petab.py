@@ -55,6 +55,14 @@ PARAMETERS = [
     ("kin_c2", "lin", 0.0, 10.0, 0.3, 1),
     ("t_ev", "lin", 2.5, 5.0, 3.5, 1),
 ]
+PARAMETER_COLUMNS = [
+    "parameterId",
+    "parameterScale",
+    "lowerBound",
+    "upperBound",
+    "nominalValue",
+    "estimate",
+]
 TIMES = [0.0, 0.5, 1.5, 2.5, 3.0, 4.0, 6.0]
 EXPERIMENTS = [("c0", "c1"), (None, "c2")]
 OBSERVABLES = {
@@ -170,14 +178,7 @@ def write_problem(root: Path, *, measurements=None, tweak=None) -> Path:
     )
     pd.DataFrame(
         PARAMETERS,
-        columns=[
-            "parameterId",
-            "parameterScale",
-            "lowerBound",
-            "upperBound",
-            "nominalValue",
-            "estimate",
-        ],
+        columns=PARAMETER_COLUMNS,
     ).to_csv(root / "parameters.tsv", sep="\t", index=False)
     pd.DataFrame(
         {"conditionId": ["c0", "c1", "c2"], "kin": [0.1, 0.2, "kin_c2"], "B": [np.nan, 1.0, np.nan]}
@@ -533,14 +534,7 @@ def write_smooth_problem(root: Path) -> Path:
             ("scale_B", "log10", 1e-3, 1e3, 2.0, 1),
             ("sigma", "log10", 1e-3, 1e3, 0.05, 1),
         ],
-        columns=[
-            "parameterId",
-            "parameterScale",
-            "lowerBound",
-            "upperBound",
-            "nominalValue",
-            "estimate",
-        ],
+        columns=PARAMETER_COLUMNS,
     ).to_csv(root / "parameters.tsv", sep="\t", index=False)
     pd.DataFrame({"conditionId": ["c1", "c2"], "k3": ["k3", "k3_c2"]}).to_csv(
         root / "conditions.tsv", sep="\t", index=False

@@ -580,22 +580,12 @@ def rosenbrock_sensitivities(
         )
         return Y1, err, K, F
 
-    out, Y, _, status, _ = adaptive_loop(
+    out, Y, _, status, _ = _loop(
+        tab,
         step,
         interpolate,
         aug,
-        t0,
-        t1,
-        Y0,
-        ts,
-        args,
-        rtol=rtol,
-        atol=atol,
-        max_steps=max_steps,
-        error_order=tab.order,
-        factor_max=FACTOR_MAX,
-        check_state=True,
-        unreached=jnp.nan,
+        (t0, t1, Y0, ts, args, rtol, atol, max_steps),
         primal=lambda Z: Z[0],
         indexed_samples=dts is not None,
     )
@@ -622,6 +612,20 @@ def _integrate(
     def interpolate(theta, y, y1, h, K):
         return dense_eval(theta, y, y1, K)
 
+    return _loop(
+        tab,
+        step,
+        interpolate,
+        field,
+        (t0, t1, y0, ts, args, rtol, atol, max_steps),
+        terminate=terminate,
+    )
+
+
+def _loop(tab, step, interpolate, field, problem, **options):
+    """`adaptive_loop` with the Rosenbrock methods' settings; `problem` is ``(t0, t1, y0, ts,
+    args, rtol, atol, max_steps)``."""
+    t0, t1, y0, ts, args, rtol, atol, max_steps = problem
     # The error estimate is that of the embedded solution, of order `tab.order - 1`: O(h^order).
     # Samples a failed solve never reaches stay NaN, so the caller can say where it stopped.
     return adaptive_loop(
@@ -640,7 +644,7 @@ def _integrate(
         factor_max=FACTOR_MAX,
         check_state=True,
         unreached=jnp.nan,
-        terminate=terminate,
+        **options,
     )
 
 
