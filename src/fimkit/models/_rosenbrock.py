@@ -494,8 +494,8 @@ def sensitivity_step(
 
 
 def sensitivity_field(field, dargs):
-    """``aug(t, Y)``: the right-hand side of ``Y = [y; S]`` (the model and its tangents along the
-    rows of S and of `dargs`), by forward-mode AD of `field`."""
+    """``aug(t, Y, args)``: the right-hand side of ``Y = [y; S]`` (the model and its tangents along
+    the rows of S and of `dargs`), by forward-mode AD of `field`."""
 
     def aug(t, Y, args):
         f, df = jax.vmap(

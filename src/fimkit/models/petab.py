@@ -1066,7 +1066,7 @@ class PetabProblem:
         Rosenbrock loop (`rosenbrock_sensitivities`) instead of `jax.jacfwd` through the solver:
         Rosenbrock with unrolled stages, no steady-state measurements, experiments one after the
         other (in lockstep its fallback would always run), and parameters that reach the
-        dynamics (Boehm: 1.25 against 1.92 ms per FIM; Fujita: 15 against 17 ms)."""
+        dynamics (Boehm: 1.25 against 1.92 ms per FIM; Fujita: 13 against 16 ms)."""
         o = self.solver_options
         batching = o["batch"]
         if batching == "auto":
@@ -1119,7 +1119,7 @@ class PetabProblem:
             w = atol_ss + rtol_ss * jnp.abs(y)
             return jnp.sqrt(jnp.mean((dy / w) ** 2)) < 1.0
 
-        simulate_sens = None  # see below: only for the Rosenbrock loop without switches
+        simulate_sens = None  # the Rosenbrock loop's states and sensitivities (see `_one_loop`)
         if solver is None:
             # fimkit's own loops (Rosenbrock, or Tsit5 for non-stiff problems): the samples come
             # from their dense output (order 4 for Rodas5P and Tsit5), so they step freely past
@@ -1151,7 +1151,7 @@ class PetabProblem:
 
                     # The states and their sensitivities in one loop (`rosenbrock_sensitivities`):
                     # the same numbers as `jax.jacfwd` through `loop_solve`, with fewer and
-                    # cheaper kernels per step (Boehm's FIM 1.9 -> 1.4 ms).
+                    # cheaper kernels per step (Boehm's FIM 1.9 -> 1.25 ms).
 
                     def jacobian_unit(s, y, args):
                         # The Jacobian of `field_unit`: time scaled by the interval's length.
