@@ -472,7 +472,7 @@ def test_rosenbrock_stage_loop_matches_unrolled_stages(problem_path, rodas_probl
     np.testing.assert_allclose(F / scale, G / scale, rtol=0, atol=1e-9)
 
 
-def write_smooth_problem(root: Path) -> Path:
+def write_smooth_problem(root: Path, *, observable_parameters: bool = True) -> Path:
     """A PEtab problem without switching times or events (two conditions, an estimated initial
     value, a saturating degradation): `load_petab` computes its states and their sensitivities in
     one Rosenbrock loop."""
@@ -531,8 +531,8 @@ def write_smooth_problem(root: Path) -> Path:
             ("k3", "log10", 1e-3, 1e3, 0.5, 0),
             ("A0", "lin", 0.0, 10.0, 1.0, 1),
             ("k3_c2", "log10", 1e-3, 1e3, 0.8, 1),
-            ("scale_B", "log10", 1e-3, 1e3, 2.0, 1),
-            ("sigma", "log10", 1e-3, 1e3, 0.05, 1),
+            ("scale_B", "log10", 1e-3, 1e3, 2.0, int(observable_parameters)),
+            ("sigma", "log10", 1e-3, 1e3, 0.05, int(observable_parameters)),
         ],
         columns=PARAMETER_COLUMNS,
     ).to_csv(root / "parameters.tsv", sep="\t", index=False)
@@ -591,6 +591,13 @@ def test_states_and_sensitivities_in_one_loop_equal_forward_mode_ad(tmp_path):
     g, h = one_loop.gradient(), by_ad.gradient()
     np.testing.assert_allclose(g, h, rtol=1e-9, atol=1e-9 * np.abs(h).max())
     assert "first-ad" not in one_loop._programs
+    # Every estimated parameter reaching the dynamics: the same one loop.
+    path_all = write_smooth_problem(tmp_path / "all", observable_parameters=False)
+    all_loop, all_ad = load_petab(path_all, **opts), load_petab(path_all, unroll=False, **opts)
+    assert all_loop._one_loop() and all_loop._dynamic_parameters().size == len(all_loop.nominal())
+    F, G = all_loop.fisher_information().matrix, all_ad.fisher_information().matrix
+    scale = np.sqrt(np.outer(np.diag(G), np.diag(G)))
+    np.testing.assert_allclose(F / scale, G / scale, rtol=0, atol=1e-10)
     # Each program is built once and reused: by both paths, for every later call.
     for p in (one_loop, by_ad):
         assert p._program("first") is p._program("first")
@@ -623,16 +630,21 @@ def test_a_failed_one_loop_solve_is_repeated_by_forward_mode_ad(tmp_path, monkey
     residual accepted every step is rejected, and the FIM is still the right one."""
     from fimkit.models import _rosenbrock
 
-    path = write_smooth_problem(tmp_path / "smooth")
     opts = dict(solver="rodas5p", rtol=1e-10, atol=1e-12)
-    by_ad = load_petab(path, unroll=False, **opts)
-    monkeypatch.setattr(_rosenbrock, "INVERSE_RESIDUAL", -1.0)
-    failing = load_petab(path, **opts)
-    assert failing._one_loop()
-    F, G = failing.fisher_information().matrix, by_ad.fisher_information().matrix
-    assert "first-ad" in failing._programs
-    scale = np.sqrt(np.outer(np.diag(G), np.diag(G)))
-    np.testing.assert_allclose(F / scale, G / scale, rtol=0, atol=1e-10)
+    for observable_parameters in (True, False):  # False: every parameter reaches the dynamics
+        path = write_smooth_problem(
+            tmp_path / str(observable_parameters), observable_parameters=observable_parameters
+        )
+        by_ad = load_petab(path, unroll=False, **opts)
+        with monkeypatch.context() as patch:
+            patch.setattr(_rosenbrock, "INVERSE_RESIDUAL", -1.0)
+            failing = load_petab(path, **opts)
+            assert failing._one_loop()
+            F = failing.fisher_information().matrix
+        G = by_ad.fisher_information().matrix
+        assert "first-ad" in failing._programs
+        scale = np.sqrt(np.outer(np.diag(G), np.diag(G)))
+        np.testing.assert_allclose(F / scale, G / scale, rtol=0, atol=1e-10)
 
 
 def test_rosenbrock_failure_names_condition_and_time(problem_path):

@@ -1647,7 +1647,8 @@ class PetabProblem:
 
             def sensitivities(x, pre):
                 """Jacobian of (location, σ) over x, and the outputs and statuses."""
-                if dynamic.size == x.shape[0]:
+                explicit = sensitivities_all(x, dynamic, pre) if dynamic.size else None
+                if explicit is None and dynamic.size == x.shape[0]:
 
                     def f(x):
                         h, sigma, status, pre_status, bad = predict(x, pre)
@@ -1663,8 +1664,9 @@ class PetabProblem:
                 # Only the parameters that reach the dynamics (rates, initial values, event
                 # times) are propagated through the solver; observable, scaling and noise
                 # parameters enter (h, σ) directly. The states are linear in x around x with
-                # the solver's Jacobian: equal values, exact first derivatives.
-                explicit = sensitivities_all(x, dynamic, pre) if dynamic.size else None
+                # the solver's Jacobian: equal values, exact first derivatives. (The states and
+                # their sensitivities from one Rosenbrock loop enter the same way, all parameters
+                # dynamic or not.)
                 if explicit is not None:
                     states, S, y_post, S_post, status, pre_status, bad = explicit
                 elif dynamic.size:
