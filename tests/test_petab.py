@@ -63,6 +63,13 @@ PARAMETER_COLUMNS = [
     "nominalValue",
     "estimate",
 ]
+OBSERVABLE_COLUMNS = [
+    "observableId",
+    "observableFormula",
+    "noiseFormula",
+    "observableTransformation",
+    "noiseDistribution",
+]
 TIMES = [0.0, 0.5, 1.5, 2.5, 3.0, 4.0, 6.0]
 EXPERIMENTS = [("c0", "c1"), (None, "c2")]
 OBSERVABLES = {
@@ -185,13 +192,7 @@ def write_problem(root: Path, *, measurements=None, tweak=None) -> Path:
     ).to_csv(root / "conditions.tsv", sep="\t", index=False)
     pd.DataFrame(
         [(k, *v[:4]) for k, v in OBSERVABLES.items()],
-        columns=[
-            "observableId",
-            "observableFormula",
-            "noiseFormula",
-            "observableTransformation",
-            "noiseDistribution",
-        ],
+        columns=OBSERVABLE_COLUMNS,
     ).to_csv(root / "observables.tsv", sep="\t", index=False)
     if measurements is None:
         measurements = _measurements()
@@ -544,13 +545,7 @@ def write_smooth_problem(root: Path, *, observable_parameters: bool = True) -> P
             ("obs_B", "scale_B * B", "sigma", "lin", "normal"),
             ("obs_C", "C", "sigma", "log", "normal"),
         ],
-        columns=[
-            "observableId",
-            "observableFormula",
-            "noiseFormula",
-            "observableTransformation",
-            "noiseDistribution",
-        ],
+        columns=OBSERVABLE_COLUMNS,
     ).to_csv(root / "observables.tsv", sep="\t", index=False)
     rng = np.random.default_rng(11)
     rows = [

@@ -875,18 +875,15 @@ class PetabProblem:
         thresholds = [*switches, *event_times]
         self._events = system.events
         self._fires_at_t0 = np.array([e.fires_at_t0 for e in system.events], dtype=bool)
-        self._f_rhs = compile_function(
-            [
-                ("scalar", [TIME]),
-                ("vector", y_syms),
-                ("vector", mp_syms),
-                ("scalar", [TIME_SWITCH]),
-            ],
-            rhs,
-            defs_switch,
-            name="rhs",
-        )
-        self._rhs_symbolic = (rhs, defs_switch, y_syms, mp_syms)
+        rhs_inputs = [
+            ("scalar", [TIME]),
+            ("vector", y_syms),
+            ("vector", mp_syms),
+            ("scalar", [TIME_SWITCH]),
+        ]
+        self._f_rhs = compile_function(rhs_inputs, rhs, defs_switch, name="rhs")
+        # For `_rhs_jacobian`, which generates the Jacobian with the same arguments.
+        self._rhs_symbolic = (rhs, defs_switch, rhs_inputs)
         self._f_thresholds = compile_function(
             [("vector", mp_syms)], thresholds, defs, name="thresholds"
         )
@@ -983,7 +980,8 @@ class PetabProblem:
         unit vectors, whose derivatives the Rosenbrock sensitivity loop takes again. None where
         sympy's derivatives are not plain expressions (the loop then uses forward-mode AD)."""
         if self._f_jac is None:
-            rhs, defs, y_syms, mp_syms = self._rhs_symbolic
+            rhs, defs, inputs = self._rhs_symbolic
+            y_syms, mp_syms = inputs[1][1], inputs[2][1]
             self._f_jac = False
             try:
                 defs, rows = jacobian_definitions(rhs, defs, [TIME, *y_syms])
@@ -991,18 +989,7 @@ class PetabProblem:
                 unsupported = (sp.Derivative, sp.Subs, sp.DiracDelta)
                 if any(sp.sympify(e).has(*unsupported) for e in [*flat, *defs.values()]):
                     return None
-                f = compile_function(
-                    [
-                        ("scalar", [TIME]),
-                        ("vector", y_syms),
-                        ("vector", mp_syms),
-                        ("scalar", [TIME_SWITCH]),
-                    ],
-                    flat,
-                    defs,
-                    name="rhs_jacobian",
-                    rows=len(y_syms) + 2,
-                )
+                f = compile_function(inputs, flat, defs, name="rhs_jacobian", rows=len(y_syms) + 2)
                 n, m = len(y_syms), len(mp_syms)
                 jax.eval_shape(f, 0.0, jnp.zeros(n), jnp.ones(m), 0.0)  # traces: no surprises
             except Exception:  # a construct sympy differentiates oddly
